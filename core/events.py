@@ -1,0 +1,118 @@
+"""The event publisher (DESIGN.md, principle 2): durable first, live second.
+
+Every observable change of a session is appended to its ``SessionEvent`` log with the next ``seq``
+under the session's row lock, and pushed to the session's channel group only after the transaction
+commits. Clients that miss a live push (another process on an in-memory channel layer, a reconnect, a
+week away) read the same events back from the log; the ``seq`` makes that exactly-once. The types and
+their ``data`` are documented in ``docs/events.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+from django.utils import timezone
+
+if TYPE_CHECKING:
+    from sessions_app.models import Run, Session, SessionEvent
+
+logger = logging.getLogger(__name__)
+
+EVENT_TYPES = frozenset(
+    {
+        "session.created",
+        "session.activated",
+        "session.suspended",
+        "session.ended",
+        "session.updated",
+        "message.created",
+        "message.updated",
+        "tool_call.pending",
+        "tool_call.approved",
+        "tool_call.rejected",
+        "tool_call.completed",
+        "tool_call.failed",
+        "stream.started",
+        "stream.chunk",
+        "stream.ended",
+        "error.occurred",
+        "run.queued",
+        "run.started",
+        "run.requires_action",
+        "run.completed",
+        "run.failed",
+        "run.cancelled",
+        "worker.spawned",
+        "worker.completed",
+        "worker.failed",
+        "worker.stalled",
+    }
+)
+
+
+def session_group(session_id) -> str:
+    """The channel group of one session; built on the server only, never from client input."""
+    return f"session-{getattr(session_id, 'hex', str(session_id).replace('-', ''))}"
+
+
+def org_approvals_group(organization_id: int) -> str:
+    return f"org-{int(organization_id)}-approvals"
+
+
+def event_envelope(event: SessionEvent) -> dict[str, Any]:
+    return {
+        "seq": event.seq,
+        "type": event.type,
+        "session": str(event.session_id),
+        "run": str(event.run_id) if event.run_id else None,
+        "ts": event.created_at.isoformat().replace("+00:00", "Z"),
+        "data": event.data,
+    }
+
+
+def event_publish(session: Session, type: str, data: dict[str, Any] | None = None, *, run: Run | None = None):
+    """Append an event to ``session``'s log and push it live after commit.
+
+    Takes the session's row lock (inside its own or the caller's transaction) to hand out the next
+    ``seq``; updates ``session.last_event_seq`` in memory too.
+    """
+    from sessions_app.models import Session, SessionEvent
+
+    if type not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {type!r}")
+    with transaction.atomic():
+        seq = (
+            Session.objects.select_for_update()
+            .filter(pk=session.pk)
+            .values_list("last_event_seq", flat=True)
+            .get()
+        ) + 1
+        Session.objects.filter(pk=session.pk).update(last_event_seq=seq)
+        event = SessionEvent.objects.create(
+            organization_id=session.organization_id,
+            session_id=session.pk,
+            seq=seq,
+            type=type,
+            run=run,
+            data=data or {},
+            created_at=timezone.now(),
+        )
+        envelope = event_envelope(event)
+        transaction.on_commit(lambda: push_live(session_group(session.pk), envelope))
+    session.last_event_seq = seq
+    return event
+
+
+def push_live(group: str, envelope: dict[str, Any], message_type: str = "session.event") -> None:
+    """Send an envelope to a channel group. A failure is logged: the event log still has it."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(group, {"type": message_type, "event": envelope})
+    except Exception:  # the live push is best effort; the durable log is the source of truth
+        logger.exception("live push to %s failed", group)

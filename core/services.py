@@ -1,0 +1,53 @@
+"""Writes of the tenancy core: memberships and organization settings."""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from core.access import Access
+from core.errors import ErrorCode, SwitchboardError
+from core.models import Membership, Organization, Role
+
+
+def _check_owner_rules(access: Access, membership: Membership | None, new_role: str | None) -> None:
+    touches_owner = new_role == Role.OWNER or (membership is not None and membership.role == Role.OWNER)
+    if touches_owner and not access.has_role(Role.OWNER):
+        raise SwitchboardError(ErrorCode.PERMISSION_DENIED, "Only owners can grant or change the owner role.")
+    if membership is not None and membership.role == Role.OWNER and new_role != Role.OWNER:
+        owners = Membership.objects.filter(role=Role.OWNER).count()
+        if owners <= 1:
+            raise SwitchboardError(
+                ErrorCode.INVALID_STATE, "An organization keeps at least one owner.", {"owners": owners}
+            )
+
+
+def membership_add(*, access: Access, user, role: str) -> Membership:
+    """Add ``user`` to the access's organization with ``role``; ``CONFLICT`` if already a member."""
+    _check_owner_rules(access, None, role)
+    with transaction.atomic():
+        if Membership.objects.filter(user=user).exists():
+            raise SwitchboardError(ErrorCode.CONFLICT, "That user is already a member.")
+        return Membership.objects.create(organization=access.organization, user=user, role=role)
+
+
+def membership_change_role(*, access: Access, membership: Membership, role: str) -> Membership:
+    with transaction.atomic():
+        locked = Membership.objects.select_for_update().get(pk=membership.pk)
+        _check_owner_rules(access, locked, role)
+        locked.role = role
+        locked.save(update_fields=["role"])
+    return locked
+
+
+def membership_remove(*, access: Access, membership: Membership) -> None:
+    with transaction.atomic():
+        locked = Membership.objects.select_for_update().get(pk=membership.pk)
+        _check_owner_rules(access, locked, None)
+        locked.delete()
+
+
+def organization_update(organization: Organization, **fields) -> Organization:
+    for name, value in fields.items():
+        setattr(organization, name, value)
+    organization.save(update_fields=list(fields))
+    return organization

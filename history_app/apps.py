@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class HistoryAppConfig(AppConfig):
+    name = "history_app"
+    verbose_name = "History"

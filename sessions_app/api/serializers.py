@@ -1,0 +1,185 @@
+from __future__ import annotations
+
+import re
+
+from rest_framework import serializers
+
+from core.api.fields import TenantRelatedField
+from core.events import event_envelope
+from sessions_app.config import validate_session_config
+from sessions_app.models import Agent, Message, Session, SessionEvent, SessionTemplate, Tag
+
+COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+class AgentSerializer(serializers.ModelSerializer):
+    tools = serializers.ListField(child=serializers.CharField(max_length=100), required=False)
+
+    class Meta:
+        model = Agent
+        fields = [
+            "id",
+            "name",
+            "slug",
+            "description",
+            "system_prompt",
+            "model",
+            "default_transport",
+            "tools",
+            "approval_mode",
+            "max_context_messages",
+            "max_context_tokens",
+            "is_active",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["id", "created_at", "updated_at"]
+        validators = []  # the (organization, slug) uniqueness is checked by the service: CONFLICT
+
+    def validate_max_context_messages(self, value: int) -> int:
+        if not 1 <= value <= 10_000:
+            raise serializers.ValidationError("Must be between 1 and 10000.")
+        return value
+
+    def validate_max_context_tokens(self, value: int) -> int:
+        if not 100 <= value <= 2_000_000:
+            raise serializers.ValidationError("Must be between 100 and 2000000.")
+        return value
+
+
+class TagSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Tag
+        fields = ["id", "name", "color", "is_system", "source", "created_at"]
+        read_only_fields = ["id", "is_system", "source", "created_at"]
+        validators = []
+
+    def validate_color(self, value: str) -> str:
+        if not COLOR_RE.match(value):
+            raise serializers.ValidationError("Use a #rrggbb colour.")
+        return value.lower()
+
+    def validate_name(self, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise serializers.ValidationError("Must not be empty.")
+        return value
+
+
+class TemplateSerializer(serializers.ModelSerializer):
+    agent = TenantRelatedField(what="Agent", slug_field="slug", model=Agent, required=False, allow_null=True)
+    config = serializers.JSONField(required=False)
+    tags = serializers.ListField(child=serializers.CharField(max_length=50), required=False)
+
+    class Meta:
+        model = SessionTemplate
+        fields = ["id", "name", "description", "agent", "config", "tags", "is_system", "source", "created_at"]
+        read_only_fields = ["id", "is_system", "source", "created_at"]
+        validators = []
+
+    def validate_config(self, value):
+        return validate_session_config(value)
+
+
+class SessionSerializer(serializers.ModelSerializer):
+    agent = TenantRelatedField(what="Agent", slug_field="slug", model=Agent, required=False)
+    template = TenantRelatedField(what="Template", model=SessionTemplate, required=False, allow_null=True)
+    config = serializers.JSONField(required=False, help_text="See SessionConfig.")
+    tags = serializers.ListField(
+        child=serializers.CharField(max_length=50),
+        required=False,
+        write_only=True,
+        help_text="Tag names. Responses list each tag's name and colour.",
+    )
+    owner = serializers.CharField(source="owner.username", read_only=True, default=None)
+    agent_name = serializers.CharField(source="agent.name", read_only=True)
+
+    class Meta:
+        model = Session
+        fields = [
+            "id",
+            "name",
+            "agent",
+            "agent_name",
+            "template",
+            "owner",
+            "status",
+            "ended_reason",
+            "runtime_state",
+            "config",
+            "tags",
+            "metadata",
+            "parent",
+            "forked_at_seq",
+            "last_event_seq",
+            "last_activity_at",
+            "expires_at",
+            "ended_at",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = [
+            "id",
+            "status",
+            "ended_reason",
+            "runtime_state",
+            "parent",
+            "forked_at_seq",
+            "last_event_seq",
+            "last_activity_at",
+            "ended_at",
+            "created_at",
+            "updated_at",
+        ]
+
+    def to_representation(self, instance: Session):
+        data = super().to_representation(instance)
+        data["tags"] = [{"name": t.name, "color": t.color} for t in instance.tags.all()]
+        return data
+
+
+class SessionUpdateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    config = serializers.JSONField(required=False)
+    tags = serializers.ListField(child=serializers.CharField(max_length=50), required=False)
+    metadata = serializers.DictField(required=False)
+    expires_at = serializers.DateTimeField(required=False)
+
+
+class MessageSerializer(serializers.ModelSerializer):
+    author = serializers.CharField(source="author.username", read_only=True, default=None)
+
+    class Meta:
+        model = Message
+        fields = [
+            "id",
+            "session",
+            "seq",
+            "role",
+            "content",
+            "status",
+            "author",
+            "run",
+            "tool_call",
+            "prompt_tokens",
+            "completion_tokens",
+            "metadata",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class MessagePostSerializer(serializers.Serializer):
+    content = serializers.CharField(allow_blank=True, trim_whitespace=False)
+
+
+class SessionEventSerializer(serializers.ModelSerializer):
+    """The event envelope of DESIGN.md principle 2."""
+
+    class Meta:
+        model = SessionEvent
+        fields = ["seq", "type", "session", "run", "created_at", "data"]
+
+    def to_representation(self, instance: SessionEvent):
+        return event_envelope(instance)

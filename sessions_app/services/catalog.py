@@ -1,0 +1,129 @@
+"""Agents, tags and templates: the organization's catalogue.
+
+Tags and templates come with system presets (no organization) shown to every organization. Editing a
+preset makes an organization copy that shadows it from then on; the preset itself never changes, and the
+organization's sessions that carried the preset tag carry the copy instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from core.errors import ErrorCode, SwitchboardError
+from core.models import Organization
+from sessions_app.models import Agent, Session, SessionTemplate, Tag
+
+
+def _conflict(what: str, name: str) -> SwitchboardError:
+    return SwitchboardError(ErrorCode.CONFLICT, f"A {what} named {name!r} already exists.", {"name": name})
+
+
+def agent_create(*, organization: Organization, **fields: Any) -> Agent:
+    try:
+        with transaction.atomic():
+            return Agent.objects.create(organization=organization, **fields)
+    except IntegrityError:
+        raise _conflict("agent", fields.get("slug", "")) from None
+
+
+def agent_update(agent: Agent, **fields: Any) -> Agent:
+    for name, value in fields.items():
+        setattr(agent, name, value)
+    try:
+        with transaction.atomic():
+            agent.save()
+    except IntegrityError:
+        raise _conflict("agent", agent.slug) from None
+    return agent
+
+
+def agent_delete(agent: Agent) -> None:
+    """Delete an agent no session uses; one in use is deactivated instead (sessions keep their history)."""
+    if Session.objects.filter(agent=agent).exists():
+        agent.is_active = False
+        agent.save(update_fields=["is_active", "updated_at"])
+    else:
+        agent.delete()
+
+
+def tag_create(*, organization: Organization, name: str, color: str) -> Tag:
+    if Tag.objects.filter(name=name, organization=organization).exists():
+        raise _conflict("tag", name)
+    try:
+        with transaction.atomic():
+            return Tag.objects.create(organization=organization, name=name, color=color)
+    except IntegrityError:
+        raise _conflict("tag", name) from None
+
+
+def tag_update(tag: Tag, *, organization: Organization, **fields: Any) -> Tag:
+    """Change a tag; a system preset is copied into the organization first (copy on write)."""
+    with transaction.atomic():
+        if tag.organization_id is None:
+            copy = Tag.objects.filter(organization=organization, source=tag).first()
+            if copy is None:
+                copy = Tag.objects.create(
+                    organization=organization, name=tag.name, color=tag.color, source=tag, is_system=False
+                )
+            for session in Session.objects.filter(tags=tag):
+                session.tags.remove(tag)
+                session.tags.add(copy)
+            tag = copy
+        for name, value in fields.items():
+            setattr(tag, name, value)
+        try:
+            with transaction.atomic():
+                tag.save()
+        except IntegrityError:
+            raise _conflict("tag", tag.name) from None
+    return tag
+
+
+def tag_delete(tag: Tag) -> None:
+    if tag.organization_id is None:
+        raise SwitchboardError(ErrorCode.PERMISSION_DENIED, "System tags cannot be deleted.")
+    tag.delete()
+
+
+def template_create(*, organization: Organization, **fields: Any) -> SessionTemplate:
+    try:
+        with transaction.atomic():
+            return SessionTemplate.objects.create(organization=organization, **fields)
+    except IntegrityError:
+        raise _conflict("template", fields.get("name", "")) from None
+
+
+def template_update(
+    template: SessionTemplate, *, organization: Organization, **fields: Any
+) -> SessionTemplate:
+    """Change a template; a system template is copied into the organization first (copy on write)."""
+    with transaction.atomic():
+        if template.organization_id is None:
+            copy = SessionTemplate.objects.filter(organization=organization, source=template).first()
+            if copy is None:
+                copy = SessionTemplate.objects.create(
+                    organization=organization,
+                    name=template.name,
+                    description=template.description,
+                    agent=None,
+                    config=template.config,
+                    tags=template.tags,
+                    source=template,
+                )
+            template = copy
+        for name, value in fields.items():
+            setattr(template, name, value)
+        try:
+            with transaction.atomic():
+                template.save()
+        except IntegrityError:
+            raise _conflict("template", template.name) from None
+    return template
+
+
+def template_delete(template: SessionTemplate) -> None:
+    if template.organization_id is None:
+        raise SwitchboardError(ErrorCode.PERMISSION_DENIED, "System templates cannot be deleted.")
+    template.delete()

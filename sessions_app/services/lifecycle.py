@@ -1,0 +1,193 @@
+"""Session lifecycle: create, activate, suspend, resume, end, update (DESIGN.md, principle 5).
+
+Each transition is one function that takes the session's row lock, checks the current status, changes
+it and writes its event. Repeating a transition that already happened is harmless and writes nothing;
+anything else off the table is ``INVALID_STATE`` naming the current status.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from core.errors import ErrorCode, SwitchboardError
+from core.events import event_publish
+from core.models import Organization
+from sessions_app.config import validate_session_config
+from sessions_app.models import (
+    Agent,
+    EndedReason,
+    Session,
+    SessionStatus,
+    SessionTemplate,
+    Tag,
+)
+
+# action -> (target status, statuses it may start from, event type)
+TRANSITIONS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "activate": (SessionStatus.ACTIVE, (SessionStatus.CREATED,), "session.activated"),
+    "suspend": (SessionStatus.SUSPENDED, (SessionStatus.ACTIVE,), "session.suspended"),
+    "resume": (SessionStatus.ACTIVE, (SessionStatus.SUSPENDED,), "session.activated"),
+    "end": (
+        SessionStatus.ENDED,
+        (SessionStatus.CREATED, SessionStatus.ACTIVE, SessionStatus.SUSPENDED),
+        "session.ended",
+    ),
+}
+
+
+def session_create(
+    *,
+    organization: Organization,
+    agent: Agent,
+    owner=None,
+    name: str = "",
+    template: SessionTemplate | None = None,
+    config: dict[str, Any] | None = None,
+    tags: list[Tag] | None = None,
+    metadata: dict[str, Any] | None = None,
+    expires_at: datetime | None = None,
+) -> Session:
+    """Create a session in ``created`` status; config is the template's presets overlaid by ``config``."""
+    merged: dict[str, Any] = {}
+    if template is not None:
+        merged.update(template.config or {})
+    merged.update(config or {})
+    clean = validate_session_config(merged)
+    if metadata is not None and not isinstance(metadata, dict):
+        raise SwitchboardError(ErrorCode.VALIDATION_ERROR, "metadata must be an object.")
+    with transaction.atomic():
+        session = Session.objects.create(
+            organization=organization,
+            agent=agent,
+            owner=owner,
+            name=name or (template.name if template else ""),
+            template=template,
+            config=clean,
+            metadata=metadata or {},
+            expires_at=expires_at,
+            last_activity_at=timezone.now(),
+        )
+        tag_objects = list(tags or [])
+        if template is not None and template.tags:
+            tag_objects += list(Tag.objects.filter(name__in=template.tags))
+        if tag_objects:
+            session.tags.set({t.pk: t for t in tag_objects}.values())
+        event_publish(session, "session.created", session_snapshot(session))
+    return session
+
+
+def session_snapshot(session: Session) -> dict[str, Any]:
+    """The session fields carried by session events."""
+    return {
+        "id": str(session.pk),
+        "name": session.name,
+        "status": session.status,
+        "runtime_state": session.runtime_state,
+        "agent": str(session.agent_id),
+        "config": session.config,
+        "ended_reason": session.ended_reason or None,
+    }
+
+
+def _lock(session: Session) -> Session:
+    return Session.objects.select_for_update().get(pk=session.pk)
+
+
+def _transition(session: Session, action: str, **changes: Any) -> Session:
+    target, allowed_from, event_type = TRANSITIONS[action]
+    with transaction.atomic():
+        locked = _lock(session)
+        if locked.status == target:
+            return locked
+        if locked.status not in allowed_from:
+            raise SwitchboardError(
+                ErrorCode.INVALID_STATE,
+                f"Cannot {action} a session that is {locked.status}.",
+                {"status": locked.status, "action": action},
+            )
+        previous = locked.status
+        locked.status = target
+        locked.last_activity_at = timezone.now()
+        for field, value in changes.items():
+            setattr(locked, field, value)
+        locked.save(update_fields=["status", "last_activity_at", "updated_at", *changes])
+        event_publish(locked, event_type, {**session_snapshot(locked), "previous_status": previous})
+    return locked
+
+
+def session_activate(session: Session) -> Session:
+    """created → active. Row lock on the session."""
+    return _transition(session, "activate")
+
+
+def session_suspend(session: Session) -> Session:
+    """active → suspended. Row lock on the session."""
+    return _transition(session, "suspend")
+
+
+def session_resume(session: Session) -> Session:
+    """suspended → active. Row lock on the session."""
+    return _transition(session, "resume")
+
+
+def session_end(session: Session, reason: str = EndedReason.USER) -> Session:
+    """created | active | suspended → ended (final). Row lock on the session."""
+    return _transition(session, "end", ended_reason=reason, ended_at=timezone.now())
+
+
+def session_check_usable(session: Session) -> Session:
+    """Raise if the session can take no more input: ended, or past ``expires_at`` (then it is ended)."""
+    if session.status != SessionStatus.ENDED and session.expires_at and session.expires_at <= timezone.now():
+        session = session_end(session, EndedReason.EXPIRED)
+    if session.status == SessionStatus.ENDED:
+        if session.ended_reason == EndedReason.EXPIRED:
+            raise SwitchboardError(ErrorCode.SESSION_EXPIRED, "The session has expired.", {"status": "ended"})
+        raise SwitchboardError(ErrorCode.INVALID_STATE, "The session has ended.", {"status": session.status})
+    return session
+
+
+def session_update(
+    session: Session,
+    *,
+    name: str | None = None,
+    config: dict[str, Any] | None = None,
+    tags: list[Tag] | None = None,
+    metadata: dict[str, Any] | None = None,
+    expires_at: datetime | None = None,
+) -> Session:
+    """Rename, change config (merged over the current one), replace tags or metadata. Row lock."""
+    with transaction.atomic():
+        locked = _lock(session)
+        if locked.status == SessionStatus.ENDED:
+            raise SwitchboardError(
+                ErrorCode.INVALID_STATE, "An ended session cannot change.", {"status": "ended"}
+            )
+        fields: list[str] = []
+        if name is not None:
+            locked.name = name
+            fields.append("name")
+        if config is not None:
+            locked.config = validate_session_config({**locked.config, **config})
+            fields.append("config")
+        if metadata is not None:
+            locked.metadata = metadata
+            fields.append("metadata")
+        if expires_at is not None:
+            locked.expires_at = expires_at
+            fields.append("expires_at")
+        if fields:
+            locked.save(update_fields=[*fields, "updated_at"])
+        if tags is not None:
+            locked.tags.set(tags)
+            fields.append("tags")
+        if fields:
+            event_publish(
+                locked,
+                "session.updated",
+                {**session_snapshot(locked), "changed": fields, "tags": [t.name for t in locked.tags.all()]},
+            )
+    return locked

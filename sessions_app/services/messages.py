@@ -1,0 +1,95 @@
+"""Messages: appending to a session's history with gap-free per-session numbering."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from core.errors import ErrorCode, SwitchboardError
+from core.events import event_publish
+from sessions_app.models import Message, MessageRole, MessageStatus, Session, SessionStatus
+from sessions_app.services.lifecycle import session_activate, session_check_usable, session_resume
+
+
+def message_snapshot(message: Message) -> dict[str, Any]:
+    """The message fields carried by message events."""
+    return {
+        "id": str(message.pk),
+        "seq": message.seq,
+        "role": message.role,
+        "content": message.content,
+        "status": message.status,
+        "run": str(message.run_id) if message.run_id else None,
+        "tool_call": str(message.tool_call_id) if message.tool_call_id else None,
+        "prompt_tokens": message.prompt_tokens,
+        "completion_tokens": message.completion_tokens,
+        "created_at": message.created_at.isoformat().replace("+00:00", "Z"),
+    }
+
+
+def validate_message_content(content: Any) -> str:
+    """The content of a user message, or ``INVALID_MESSAGE`` / ``MESSAGE_TOO_LONG``."""
+    if not isinstance(content, str):
+        raise SwitchboardError(ErrorCode.INVALID_MESSAGE, "content must be a string.")
+    if not content.strip():
+        raise SwitchboardError(ErrorCode.INVALID_MESSAGE, "content must not be empty.")
+    limit = settings.MESSAGE_MAX_CHARS
+    if len(content) > limit:
+        raise SwitchboardError(
+            ErrorCode.MESSAGE_TOO_LONG,
+            f"content is {len(content)} characters; the limit is {limit}.",
+            {"length": len(content), "limit": limit},
+        )
+    return content
+
+
+def message_append(
+    session: Session,
+    *,
+    role: str,
+    content: str = "",
+    status: str = MessageStatus.COMPLETE,
+    author=None,
+    run=None,
+    tool_call=None,
+    metadata: dict[str, Any] | None = None,
+    publish: bool = True,
+) -> Message:
+    """Append a message with the session's next message ``seq`` (row lock) and write ``message.created``."""
+    with transaction.atomic():
+        locked = Session.objects.select_for_update().get(pk=session.pk)
+        seq = locked.last_message_seq + 1
+        now = timezone.now()
+        Session.objects.filter(pk=session.pk).update(last_message_seq=seq, last_activity_at=now)
+        message = Message.objects.create(
+            organization_id=session.organization_id,
+            session_id=session.pk,
+            seq=seq,
+            role=role,
+            content=content,
+            status=status,
+            author=author,
+            run=run,
+            tool_call=tool_call,
+            metadata=metadata or {},
+        )
+        if publish:
+            event_publish(locked, "message.created", message_snapshot(message), run=run)
+    session.last_message_seq = seq
+    session.last_activity_at = now
+    return message
+
+
+def message_post_user(session: Session, content: Any, *, author=None) -> Message:
+    """Store a user message. A session in ``created`` status is activated, a suspended one resumed."""
+    content = validate_message_content(content)
+    session = session_check_usable(session)  # outside the transaction: an expiry it records must stay
+    with transaction.atomic():
+        if session.status == SessionStatus.CREATED:
+            session = session_activate(session)
+        elif session.status == SessionStatus.SUSPENDED:
+            session = session_resume(session)
+        return message_append(session, role=MessageRole.USER, content=content, author=author)

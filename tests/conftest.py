@@ -1,0 +1,98 @@
+"""Shared fixtures. Every test world has two organizations with a user of each role, so a cross-tenant
+case is one line: act as ``world.b.member`` on ``world.a``'s objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+
+from core.api_keys import api_key_issue
+from core.models import Membership, Organization, Role
+from core.tenancy import tenant_context
+from sessions_app.models import Agent, Session
+from sessions_app.services.lifecycle import session_create
+
+User = get_user_model()
+
+
+@dataclass
+class Tenant:
+    org: Organization
+    owner: Any
+    admin: Any
+    member: Any
+    viewer: Any
+    agent: Agent
+    session: Session  # owned by ``member``
+
+    @property
+    def slug(self) -> str:
+        return self.org.slug
+
+    def url(self, path: str = "") -> str:
+        return f"/api/v1/orgs/{self.org.slug}/{path}"
+
+
+@dataclass
+class World:
+    a: Tenant
+    b: Tenant
+
+
+def make_user(username: str, **extra) -> Any:
+    return User.objects.create_user(
+        username=username, email=f"{username}@example.com", password="pw-" + username, **extra
+    )
+
+
+def make_tenant(slug: str) -> Tenant:
+    org = Organization.objects.create(name=slug.title(), slug=slug)
+    users = {}
+    with tenant_context(org):
+        for role in (Role.OWNER, Role.ADMIN, Role.MEMBER, Role.VIEWER):
+            user = make_user(f"{slug}-{role}")
+            Membership.objects.create(organization=org, user=user, role=role)
+            users[str(role)] = user
+        agent = Agent.objects.create(
+            organization=org,
+            name=f"{slug} agent",
+            slug="helper",
+            system_prompt="Be brief.",
+            model="test-model",
+        )
+        session = session_create(organization=org, agent=agent, owner=users["member"], name=f"{slug} session")
+    return Tenant(org=org, agent=agent, session=session, **users)
+
+
+@pytest.fixture
+def world(db) -> World:
+    return World(a=make_tenant("acme"), b=make_tenant("globex"))
+
+
+@pytest.fixture
+def client_for():
+    """An API client logged in as a user, or authenticating with an API key secret."""
+
+    def make(user=None, key: str | None = None) -> APIClient:
+        client = APIClient()
+        if user is not None:
+            client.force_authenticate(user=user)
+        if key is not None:
+            client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def issue_key():
+    def make(tenant: Tenant, scopes=("read", "write"), **kwargs) -> str:
+        return api_key_issue(
+            organization=tenant.org, name="test key", scopes=list(scopes), created_by=tenant.admin, **kwargs
+        ).secret
+
+    return make
