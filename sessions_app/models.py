@@ -331,3 +331,66 @@ class SessionEvent(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.type}"
+
+
+class Checkpoint(TenantOwnedModel):
+    """A session's state at an event ``seq``: messages, config and tags, enough to fork from."""
+
+    class Reason(models.TextChoices):
+        AUTO = "auto", "After a completed run"
+        MANUAL = "manual", "On request"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="checkpoints")
+    seq = models.PositiveBigIntegerField(help_text="The session's last event seq when captured.")
+    message_seq = models.PositiveIntegerField(help_text="The last message seq included.")
+    reason = models.CharField(max_length=10, choices=Reason.choices, default=Reason.MANUAL)
+    name = models.CharField(max_length=200, blank=True)
+    state = models.JSONField(default=dict)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["session", "-seq"]
+        indexes = [models.Index(fields=["organization", "session", "-seq"], name="checkpoint_org_session")]
+
+    def __str__(self) -> str:
+        return f"Checkpoint @{self.seq} of {self.session_id}"
+
+
+class ProviderKind(models.TextChoices):
+    DEMO = "demo", "Built-in offline demo"
+    OPENAI = "openai", "OpenAI"
+    AZURE = "azure", "Azure OpenAI"
+    COMPATIBLE = "compatible", "OpenAI-compatible server"
+
+
+class ProviderCredential(TenantOwnedModel):
+    """An organization's LLM provider; the API key is encrypted at rest and never returned by the API."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=12, choices=ProviderKind.choices)
+    base_url = models.URLField(max_length=500, blank=True)
+    api_version = models.CharField(max_length=40, blank=True, help_text="Azure OpenAI API version.")
+    api_key_encrypted = models.TextField(blank=True, editable=False)
+    default_model = models.CharField(max_length=100, blank=True)
+    timeout_seconds = models.FloatField(default=60.0)
+    max_retries = models.PositiveSmallIntegerField(default=2)
+    is_default = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "name"], name="provider_unique_name"),
+            models.UniqueConstraint(
+                fields=["organization"], condition=models.Q(is_default=True), name="provider_one_default"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.kind})"

@@ -61,3 +61,106 @@ class ToolCall(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.tool_name} ({self.status})"
+
+
+class ToolPolicyChoice(models.TextChoices):
+    AUTO = "auto", "Run without asking"
+    MANUAL = "manual", "Ask a person first"
+    DENY = "deny", "Never run"
+
+
+class ToolPolicy(TenantOwnedModel):
+    """An organization's setting for one tool: enabled or not, and its approval policy."""
+
+    tool_name = models.CharField(max_length=100)
+    enabled = models.BooleanField(default=True)
+    policy = models.CharField(
+        max_length=10,
+        choices=ToolPolicyChoice.choices,
+        blank=True,
+        help_text="Empty: the tool's default policy.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["tool_name"]
+        verbose_name_plural = "tool policies"
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "tool_name"], name="toolpolicy_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tool_name}: {'on' if self.enabled else 'off'} {self.policy or 'default'}"
+
+
+class ExecSessionStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    STOPPED = "stopped", "Stopped"
+    FAILED = "failed", "Failed"
+
+
+class ExecSession(TenantOwnedModel):
+    """A persistent execution context (shell, python, node) running in a sandbox."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session = models.ForeignKey(
+        "sessions_app.Session",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="exec_sessions",
+        help_text="The chat session whose python/shell tools use this context.",
+    )
+    mode = models.CharField(max_length=20)
+    status = models.CharField(
+        max_length=10, choices=ExecSessionStatus.choices, default=ExecSessionStatus.RUNNING
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    workdir = models.CharField(max_length=500, blank=True)
+    host = models.CharField(max_length=120, blank=True, help_text="Host and process that own the sandbox.")
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    sandboxed = models.BooleanField(default=True)
+    execution_count = models.PositiveIntegerField(default=0)
+    ttl_seconds = models.PositiveIntegerField(default=3600)
+    idle_timeout_seconds = models.PositiveIntegerField(default=900)
+    stop_reason = models.CharField(max_length=40, blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["organization", "status"], name="execsession_org_status")]
+
+    def __str__(self) -> str:
+        return f"{self.mode} {str(self.id)[:8]} ({self.status})"
+
+
+class Execution(TenantOwnedModel):
+    """One execution in an execution session: input, output, exit status, timings."""
+
+    exec_session = models.ForeignKey(ExecSession, on_delete=models.CASCADE, related_name="executions")
+    number = models.PositiveIntegerField()
+    code = models.TextField()
+    output = models.TextField(blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    timed_out = models.BooleanField(default=False)
+    truncated = models.BooleanField(default=False)
+    tool_call = models.ForeignKey(
+        ToolCall, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    started_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["exec_session", "number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "exec_session", "number"], name="execution_unique_num"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.number} in {self.exec_session_id}"
