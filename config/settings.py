@@ -6,6 +6,7 @@ SQLite in WAL mode, an in-memory channel layer and django-q2's ORM broker. Setti
 configuration table lists every variable.
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -17,6 +18,12 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False) if (BASE_DIR / ".env").
 
 DATA_DIR = Path(env.str("DATA_DIR", default=str(BASE_DIR / "data")))
 DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+# Prometheus metrics are shared by the ASGI server and the queue workers through files in this folder;
+# prometheus_client reads the variable when it is first imported, so it is set here, before any import.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default=str(DATA_DIR / "metrics"))
+Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
 
 SECRET_KEY = env.str("SECRET_KEY", default="switchboard-embedded-dev-key-change-me-in-production-0123456789")
 DEBUG = env.bool("DEBUG", default=False)
@@ -179,9 +186,39 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "DEFAULT_GENERATOR_CLASS": "core.api.schema.SwitchboardSchemaGenerator",
+    # Two choice sets share the field name "role": name their enums after what they are.
+    "ENUM_NAME_OVERRIDES": {
+        "MembershipRoleEnum": "core.models.Role",
+        "MessageRoleEnum": "sessions_app.models.MessageRole",
+    },
 }
 
 # --- Switchboard -----------------------------------------------------------------------------------------
+ENCRYPTION_KEYS = env.list("ENCRYPTION_KEYS", default=[])
+# LLM defaults when an organization has no provider credentials: the offline demo model unless set.
+LLM_PROVIDER = env.str("LLM_PROVIDER", default="demo")  # demo | openai | azure | compatible
+LLM_BASE_URL = env.str("LLM_BASE_URL", default="")
+LLM_API_KEY = env.str("LLM_API_KEY", default="")
+LLM_API_VERSION = env.str("LLM_API_VERSION", default="2024-10-21")
+LLM_DEFAULT_MODEL = env.str("LLM_DEFAULT_MODEL", default="demo")
+LLM_TIMEOUT_SECONDS = env.float("LLM_TIMEOUT_SECONDS", default=60.0)
+LLM_MAX_RETRIES = env.int("LLM_MAX_RETRIES", default=2)
+LLM_RETRY_AFTER_MAX_SECONDS = env.float("LLM_RETRY_AFTER_MAX_SECONDS", default=30.0)
+DEMO_TOKEN_DELAY_MS = env.int("DEMO_TOKEN_DELAY_MS", default=30)
+# Runs: lease and heartbeat of a worker on a run, retries after a lost worker, streaming coalescing.
+RUN_LEASE_SECONDS = env.int("RUN_LEASE_SECONDS", default=30)
+RUN_MAX_ATTEMPTS = env.int("RUN_MAX_ATTEMPTS", default=3)
+RUN_MAX_TOOL_ROUNDS = env.int("RUN_MAX_TOOL_ROUNDS", default=8)
+STREAM_FLUSH_MS = env.int("STREAM_FLUSH_MS", default=40)
+STATELESS_WAIT_SECONDS = env.float("STATELESS_WAIT_SECONDS", default=120.0)
+# How often a stream checks the event log for events the channel layer did not bring (other processes
+# on the in-memory layer, or a dropped push on Redis).
+EVENT_POLL_SECONDS = env.float("EVENT_POLL_SECONDS", default=1.0 if REDIS_URL else 0.05)
+SSE_HEARTBEAT_SECONDS = env.float("SSE_HEARTBEAT_SECONDS", default=15.0)
+WS_TICKET_SECONDS = env.int("WS_TICKET_SECONDS", default=60)
+IDEMPOTENCY_TTL_HOURS = env.int("IDEMPOTENCY_TTL_HOURS", default=24)
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=300)
 MESSAGE_MAX_CHARS = env.int("MESSAGE_MAX_CHARS", default=100_000)
 SESSION_IDLE_TIMEOUT_MINUTES = env.int("SESSION_IDLE_TIMEOUT_MINUTES", default=60)

@@ -25,7 +25,7 @@ class SessionConfigSerializer(serializers.Serializer):
         return attrs
 
 
-CONFIG_DEFAULTS: dict[str, Any] = {"on_busy": OnBusy.REJECT}
+CONFIG_DEFAULTS: dict[str, Any] = {"on_busy": OnBusy.ENQUEUE}
 
 
 def validate_session_config(config: Any) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from core.api.serializers import (
     MembershipSerializer,
     MeSerializer,
     OrganizationSerializer,
+    StreamTicketSerializer,
 )
 from core.api.viewsets import TenantScopedViewSet
 from core.api_keys import api_key_issue, api_key_revoke
@@ -164,3 +165,23 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScop
     def destroy(self, request, *args, **kwargs):
         api_key_revoke(self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class StreamTicketViewSet(TenantScopedViewSet):
+    """``POST .../stream-ticket/``: a single-use ticket, valid ``WS_TICKET_SECONDS``, for ``?ticket=`` on a
+    websocket or SSE URL, so a program never puts its long-lived key in a URL."""
+
+    model = Organization
+    tenant_field = "pk"
+    write_role = Role.VIEWER
+
+    @extend_schema(request=None, responses={201: StreamTicketSerializer})
+    def create(self, request, *args, **kwargs):
+        from django.conf import settings
+
+        from core.stream_auth import ticket_issue
+
+        return Response(
+            {"ticket": ticket_issue(self.access), "expires_in": settings.WS_TICKET_SECONDS},
+            status=status.HTTP_201_CREATED,
+        )

@@ -7,7 +7,16 @@ from rest_framework import serializers
 from core.api.fields import TenantRelatedField
 from core.events import event_envelope
 from sessions_app.config import validate_session_config
-from sessions_app.models import Agent, Message, Session, SessionEvent, SessionTemplate, Tag
+from sessions_app.models import (
+    Agent,
+    Message,
+    ProviderCredential,
+    Run,
+    Session,
+    SessionEvent,
+    SessionTemplate,
+    Tag,
+)
 
 COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
 
@@ -171,7 +180,40 @@ class MessageSerializer(serializers.ModelSerializer):
 
 
 class MessagePostSerializer(serializers.Serializer):
-    content = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    content = serializers.CharField(allow_blank=True, trim_whitespace=False, max_length=None)
+    model = serializers.CharField(max_length=100, required=False, help_text="Model for this run only.")
+
+
+class RunSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Run
+        fields = [
+            "id",
+            "session",
+            "trigger_message",
+            "status",
+            "model",
+            "provider",
+            "attempts",
+            "worker",
+            "queued_at",
+            "started_at",
+            "finished_at",
+            "ttft_ms",
+            "total_ms",
+            "prompt_tokens",
+            "completion_tokens",
+            "error_code",
+            "error_message",
+            "cancel_requested_at",
+        ]
+        read_only_fields = fields
+
+
+class MessagePostResponseSerializer(serializers.Serializer):
+    message = MessageSerializer()
+    run = RunSerializer()
+    reply = MessageSerializer(allow_null=True, help_text="The assistant's reply, when waited for.")
 
 
 class SessionEventSerializer(serializers.ModelSerializer):
@@ -183,3 +225,40 @@ class SessionEventSerializer(serializers.ModelSerializer):
 
     def to_representation(self, instance: SessionEvent):
         return event_envelope(instance)
+
+
+class ProviderCredentialSerializer(serializers.ModelSerializer):
+    api_key = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, help_text="Stored encrypted; never returned."
+    )
+    has_api_key = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ProviderCredential
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "base_url",
+            "api_version",
+            "api_key",
+            "has_api_key",
+            "default_model",
+            "timeout_seconds",
+            "max_retries",
+            "is_default",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["id", "has_api_key", "created_at", "updated_at"]
+        validators = []
+
+    def get_has_api_key(self, obj) -> bool:
+        return bool(obj.api_key_encrypted)
+
+    def validate(self, attrs):
+        kind = attrs.get("kind", getattr(self.instance, "kind", None))
+        base_url = attrs.get("base_url", getattr(self.instance, "base_url", ""))
+        if kind in ("azure", "compatible") and not base_url:
+            raise serializers.ValidationError({"base_url": ["Required for this kind of provider."]})
+        return attrs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status
@@ -16,18 +17,33 @@ from core.models import Role
 from sessions_app.api.filters import SessionFilter
 from sessions_app.api.serializers import (
     AgentSerializer,
+    MessagePostResponseSerializer,
     MessagePostSerializer,
     MessageSerializer,
+    ProviderCredentialSerializer,
+    RunSerializer,
     SessionEventSerializer,
     SessionSerializer,
     SessionUpdateSerializer,
     TagSerializer,
     TemplateSerializer,
 )
-from sessions_app.models import Agent, Message, Session, SessionEvent, SessionTemplate, Tag
+from sessions_app.models import (
+    Agent,
+    Message,
+    ProviderCredential,
+    Run,
+    RunStatus,
+    Session,
+    SessionEvent,
+    SessionTemplate,
+    Tag,
+    Transport,
+)
 from sessions_app.selectors import session_events_after, tags_by_name, visible_tags, visible_templates
 from sessions_app.services import catalog, lifecycle
 from sessions_app.services.messages import message_post_user
+from sessions_app.services.runs import run_cancel, run_reply, run_wait
 
 
 def check_session_write(access: Access, session: Session) -> None:
@@ -153,14 +169,77 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, SessionCh
     def get_base_queryset(self):
         return Message.objects.select_related("author").filter(session=self.get_session())
 
-    @extend_schema(request=MessagePostSerializer, responses={201: MessageSerializer})
+    @extend_schema(
+        request=MessagePostSerializer,
+        responses={201: MessagePostResponseSerializer, 200: MessagePostResponseSerializer},
+        parameters=[
+            OpenApiParameter("wait", OpenApiTypes.BOOL, description="Answer with the finished reply.")
+        ],
+    )
     def create(self, request, *args, **kwargs):
+        """Post a user message; it creates a run. With ``?wait=true`` (or an agent whose default transport is
+        ``stateless``) the reply comes back in the same call, bounded by ``STATELESS_WAIT_SECONDS``."""
         session = self.get_session()
         check_session_write(self.access, session)
-        content = request.data.get("content") if hasattr(request.data, "get") else None
+        serializer = MessagePostSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
         author = request.user if getattr(request.user, "pk", None) else None
-        message = message_post_user(session, content, author=author)
-        return Response(self.get_serializer(message).data, status=status.HTTP_201_CREATED)
+        uploads = request.FILES.getlist("files") if hasattr(request, "FILES") else []
+        if uploads:
+            from history_app.services.attachments import attachments_add, attachments_validate
+        message, run = message_post_user(
+            session,
+            data["content"],
+            author=author,
+            run_options={"model": data["model"]} if data.get("model") else {},
+            before_store=(lambda: attachments_validate(uploads)) if uploads else None,
+            after_store=(lambda m: attachments_add(m, uploads)) if uploads else None,
+        )
+        wait = request.query_params.get("wait")
+        wants_wait = (
+            wait in ("1", "true", "yes")
+            if wait is not None
+            else (session.agent.default_transport == Transport.STATELESS)
+        )
+        body = {"message": self.get_serializer(message).data, "run": RunSerializer(run).data, "reply": None}
+        if not wants_wait:
+            return Response(body, status=status.HTTP_201_CREATED)
+        run = run_wait(run, settings.STATELESS_WAIT_SECONDS)
+        reply = run_reply(run)
+        body["run"] = RunSerializer(run).data
+        body["reply"] = self.get_serializer(reply).data if reply else None
+        if run.status == RunStatus.FAILED:
+            error = SwitchboardError(
+                ErrorCode(run.error_code or ErrorCode.LLM_ERROR),
+                run.error_message or "The run failed.",
+                {"run": str(run.pk), "message": str(message.pk)},
+            )
+            return Response(error.as_dict(), status=error.status)
+        done = run.status in (RunStatus.COMPLETED, RunStatus.CANCELLED)
+        return Response(body, status=status.HTTP_200_OK if done else status.HTTP_202_ACCEPTED)
+
+
+class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, SessionChildViewSet):
+    """Runs of a session; ``cancel`` is idempotent and acknowledged with the run's state."""
+
+    serializer_class = RunSerializer
+    model = Run
+    not_found_code = ErrorCode.RUN_NOT_FOUND
+    filterset_fields = ["status"]
+    ordering = ["-queued_at"]
+    ordering_fields = ["queued_at"]
+    pagination_class = None
+
+    def get_base_queryset(self):
+        return Run.objects.filter(session=self.get_session())
+
+    @extend_schema(request=None, responses=RunSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, *args, **kwargs):
+        run = self.get_object()
+        check_session_write(self.access, self.get_session())
+        return Response(self.get_serializer(run_cancel(run)).data, status=status.HTTP_202_ACCEPTED)
 
 
 class SessionEventViewSet(mixins.ListModelMixin, SessionChildViewSet):
@@ -260,3 +339,34 @@ class TemplateViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
     def destroy(self, request, *args, **kwargs):
         catalog.template_delete(self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ProviderCredentialViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, TenantScopedViewSet
+):
+    """The organization's LLM providers. Admins only; the API key is write-only."""
+
+    serializer_class = ProviderCredentialSerializer
+    model = ProviderCredential
+    not_found_code = ErrorCode.NOT_FOUND
+    read_role = Role.ADMIN
+    write_role = Role.ADMIN
+    pagination_class = None
+    ordering = ["name"]
+
+    def create(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        credential = catalog.provider_credential_save(
+            None, organization=self.organization, **serializer.validated_data
+        )
+        return Response(self.get_serializer(credential).data, status=status.HTTP_201_CREATED)
+
+    def partial_update(self, request, *args, **kwargs):
+        credential = self.get_object()
+        serializer = self.get_serializer(credential, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        credential = catalog.provider_credential_save(
+            credential, organization=self.organization, **serializer.validated_data
+        )
+        return Response(self.get_serializer(credential).data)

@@ -8,61 +8,125 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('core', '0001_initial'),
-        ('sessions_app', '0003_system_tags_and_templates'),
+        ("core", "0001_initial"),
+        ("sessions_app", "0003_system_tags_and_templates"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Checkpoint',
+            name="Checkpoint",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('seq', models.PositiveBigIntegerField(help_text="The session's last event seq when captured.")),
-                ('message_seq', models.PositiveIntegerField(help_text='The last message seq included.')),
-                ('reason', models.CharField(choices=[('auto', 'After a completed run'), ('manual', 'On request')], default='manual', max_length=10)),
-                ('name', models.CharField(blank=True, max_length=200)),
-                ('state', models.JSONField(default=dict)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='core.organization')),
-                ('session', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='checkpoints', to='sessions_app.session')),
+                (
+                    "id",
+                    models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False),
+                ),
+                (
+                    "seq",
+                    models.PositiveBigIntegerField(help_text="The session's last event seq when captured."),
+                ),
+                ("message_seq", models.PositiveIntegerField(help_text="The last message seq included.")),
+                (
+                    "reason",
+                    models.CharField(
+                        choices=[("auto", "After a completed run"), ("manual", "On request")],
+                        default="manual",
+                        max_length=10,
+                    ),
+                ),
+                ("name", models.CharField(blank=True, max_length=200)),
+                ("state", models.JSONField(default=dict)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="core.organization"
+                    ),
+                ),
+                (
+                    "session",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="checkpoints",
+                        to="sessions_app.session",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['session', '-seq'],
-                'indexes': [models.Index(fields=['organization', 'session', '-seq'], name='checkpoint_org_session')],
+                "ordering": ["session", "-seq"],
+                "indexes": [
+                    models.Index(fields=["organization", "session", "-seq"], name="checkpoint_org_session")
+                ],
             },
             managers=[
-                ('objects', django.db.models.manager.Manager()),
-                ('all_tenants_unsafe', django.db.models.manager.Manager()),
+                ("objects", django.db.models.manager.Manager()),
+                ("all_tenants_unsafe", django.db.models.manager.Manager()),
             ],
         ),
         migrations.CreateModel(
-            name='ProviderCredential',
+            name="ProviderCredential",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('name', models.CharField(max_length=100)),
-                ('kind', models.CharField(choices=[('demo', 'Built-in offline demo'), ('openai', 'OpenAI'), ('azure', 'Azure OpenAI'), ('compatible', 'OpenAI-compatible server')], max_length=12)),
-                ('base_url', models.URLField(blank=True, max_length=500)),
-                ('api_version', models.CharField(blank=True, help_text='Azure OpenAI API version.', max_length=40)),
-                ('api_key_encrypted', models.TextField(blank=True, editable=False)),
-                ('default_model', models.CharField(blank=True, max_length=100)),
-                ('timeout_seconds', models.FloatField(default=60.0)),
-                ('max_retries', models.PositiveSmallIntegerField(default=2)),
-                ('is_default', models.BooleanField(default=False)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='core.organization')),
+                (
+                    "id",
+                    models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False),
+                ),
+                ("name", models.CharField(max_length=100)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("demo", "Built-in offline demo"),
+                            ("openai", "OpenAI"),
+                            ("azure", "Azure OpenAI"),
+                            ("compatible", "OpenAI-compatible server"),
+                        ],
+                        max_length=12,
+                    ),
+                ),
+                ("base_url", models.URLField(blank=True, max_length=500)),
+                (
+                    "api_version",
+                    models.CharField(blank=True, help_text="Azure OpenAI API version.", max_length=40),
+                ),
+                ("api_key_encrypted", models.TextField(blank=True, editable=False)),
+                ("default_model", models.CharField(blank=True, max_length=100)),
+                ("timeout_seconds", models.FloatField(default=60.0)),
+                ("max_retries", models.PositiveSmallIntegerField(default=2)),
+                ("is_default", models.BooleanField(default=False)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="core.organization"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
-                'constraints': [models.UniqueConstraint(fields=('organization', 'name'), name='provider_unique_name'), models.UniqueConstraint(condition=models.Q(('is_default', True)), fields=('organization',), name='provider_one_default')],
+                "ordering": ["name"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("organization", "name"), name="provider_unique_name"),
+                    models.UniqueConstraint(
+                        condition=models.Q(("is_default", True)),
+                        fields=("organization",),
+                        name="provider_one_default",
+                    ),
+                ],
             },
             managers=[
-                ('objects', django.db.models.manager.Manager()),
-                ('all_tenants_unsafe', django.db.models.manager.Manager()),
+                ("objects", django.db.models.manager.Manager()),
+                ("all_tenants_unsafe", django.db.models.manager.Manager()),
             ],
         ),
     ]

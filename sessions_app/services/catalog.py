@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 
 from core.errors import ErrorCode, SwitchboardError
 from core.models import Organization
-from sessions_app.models import Agent, Session, SessionTemplate, Tag
+from sessions_app.models import Agent, ProviderCredential, Session, SessionTemplate, Tag
 
 
 def _conflict(what: str, name: str) -> SwitchboardError:
@@ -127,3 +127,28 @@ def template_delete(template: SessionTemplate) -> None:
     if template.organization_id is None:
         raise SwitchboardError(ErrorCode.PERMISSION_DENIED, "System templates cannot be deleted.")
     template.delete()
+
+
+def provider_credential_save(
+    credential: ProviderCredential | None,
+    *,
+    organization: Organization,
+    api_key: str | None = None,
+    **fields: Any,
+) -> ProviderCredential:
+    """Create or change a provider credential; the API key is encrypted before it is stored."""
+    from core.crypto import encrypt
+
+    credential = credential or ProviderCredential(organization=organization)
+    for name, value in fields.items():
+        setattr(credential, name, value)
+    if api_key is not None:
+        credential.api_key_encrypted = encrypt(api_key)
+    try:
+        with transaction.atomic():
+            if credential.is_default:
+                ProviderCredential.objects.exclude(pk=credential.pk).update(is_default=False)
+            credential.save()
+    except IntegrityError:
+        raise _conflict("provider", credential.name) from None
+    return credential

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from core.errors import ErrorCode, SwitchboardError
 from core.events import event_publish
-from sessions_app.models import Message, MessageRole, MessageStatus, Session, SessionStatus
+from sessions_app.models import Message, MessageRole, MessageStatus, Run, Session, SessionStatus
 from sessions_app.services.lifecycle import session_activate, session_check_usable, session_resume
 
 
@@ -83,13 +83,38 @@ def message_append(
     return message
 
 
-def message_post_user(session: Session, content: Any, *, author=None) -> Message:
-    """Store a user message. A session in ``created`` status is activated, a suspended one resumed."""
+def message_post_user(
+    session: Session,
+    content: Any,
+    *,
+    author=None,
+    run_options: dict | None = None,
+    before_store=None,
+    after_store=None,
+) -> tuple[Message, Run]:
+    """Store a user message and create the run that answers it.
+
+    A session in ``created`` status is activated, a suspended one resumed. If a run is still active the
+    session's ``on_busy`` policy applies first (``reject`` stores nothing). ``before_store`` (for example
+    attachment validation) runs before anything is written, ``after_store(message)`` in the same
+    transaction before the run is created. Takes the session's row lock.
+    """
+    from sessions_app.runtime.context import effective_config
+    from sessions_app.services.runs import busy_policy_apply, run_create
+
     content = validate_message_content(content)
     session = session_check_usable(session)  # outside the transaction: an expiry it records must stay
+    if before_store is not None:
+        before_store()
     with transaction.atomic():
-        if session.status == SessionStatus.CREATED:
-            session = session_activate(session)
-        elif session.status == SessionStatus.SUSPENDED:
-            session = session_resume(session)
-        return message_append(session, role=MessageRole.USER, content=content, author=author)
+        locked = Session.objects.select_for_update().get(pk=session.pk)
+        busy_policy_apply(locked, effective_config(locked)["on_busy"])
+        if locked.status == SessionStatus.CREATED:
+            locked = session_activate(locked)
+        elif locked.status == SessionStatus.SUSPENDED:
+            locked = session_resume(locked)
+        message = message_append(locked, role=MessageRole.USER, content=content, author=author)
+        if after_store is not None:
+            after_store(message)
+        run = run_create(locked, message, options=run_options)
+    return message, run

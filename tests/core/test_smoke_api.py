@@ -17,4 +17,5 @@ def test_session_list_and_cross_tenant(world, client_for):
         "session.created",
         "session.activated",
         "message.created",
+        "run.queued",
     ]

@@ -1,0 +1,44 @@
+"""Encryption at rest for secrets the platform must use later (provider API keys).
+
+``ENCRYPTION_KEYS`` holds comma-separated Fernet keys: the first encrypts, all decrypt, so a key is
+rotated by putting a new one first and running ``manage.py rotate_encryption``. With no keys set, one
+is derived from ``SECRET_KEY`` (fine for the embedded deployment; set real keys for production).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.conf import settings
+
+
+class DecryptionError(Exception):
+    """A stored secret could not be decrypted with any configured key."""
+
+
+def _fernet() -> MultiFernet:
+    keys = [k.strip() for k in settings.ENCRYPTION_KEYS if k.strip()]
+    if not keys:
+        derived = hashlib.sha256(("switchboard-encryption:" + settings.SECRET_KEY).encode()).digest()
+        keys = [base64.urlsafe_b64encode(derived).decode()]
+    return MultiFernet([Fernet(k.encode()) for k in keys])
+
+
+def encrypt(plaintext: str) -> str:
+    return _fernet().encrypt(plaintext.encode()).decode() if plaintext else ""
+
+
+def decrypt(token: str) -> str:
+    if not token:
+        return ""
+    try:
+        return _fernet().decrypt(token.encode()).decode()
+    except InvalidToken as exc:
+        raise DecryptionError("cannot decrypt with the configured ENCRYPTION_KEYS") from exc
+
+
+def rotate(token: str) -> str:
+    """Re-encrypt ``token`` under the first (newest) key."""
+    return _fernet().rotate(token.encode()).decode() if token else ""

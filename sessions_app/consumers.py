@@ -1,0 +1,319 @@
+"""Websockets: a session's live event stream (and its commands), and an organization's approvals feed.
+
+Client frames: ``message.send`` (content), ``run.cancel`` (run, optional), ``resume`` (after),
+``ping``, ``tool_call.approve`` / ``tool_call.reject`` (tool_call, reason); each a JSON object with a
+``type``, and any may carry an ``id`` that the answer echoes as ``ref``. Server frames: event
+envelopes, ``{"type": "ack", ...}``, ``{"type": "pong"}``, and errors in the catalogue's shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from core.access import Access, get_object_in_org
+from core.errors import ErrorCode, SwitchboardError
+from core.events import session_group
+from core.models import Role
+from core.stream_auth import stream_access
+from core.streams import EventFeed
+from core.tenancy import tenant_context
+
+logger = logging.getLogger(__name__)
+
+CLOSE_CODES = {401: 4401, 403: 4403, 404: 4404, 410: 4410}
+
+
+def _headers(scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+
+def _query(scope) -> dict[str, str]:
+    return {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
+
+
+class TenantConsumer(AsyncJsonWebsocketConsumer):
+    """Authenticates and resolves the organization before accepting; errors leave in the catalogue's shape."""
+
+    access: Access
+
+    async def connect(self) -> None:
+        try:
+            self.access = await database_sync_to_async(stream_access)(
+                org_slug=self.scope["url_route"]["kwargs"]["org_slug"],
+                headers=_headers(self.scope),
+                ticket=_query(self.scope).get("ticket"),
+                cookie_user=self.scope.get("user"),
+                websocket=True,
+            )
+            await self.on_connect()
+        except SwitchboardError as error:
+            await self.accept()
+            await self.send_json(error.as_dict())
+            await self.close(code=CLOSE_CODES.get(error.status, 4400))
+
+    async def on_connect(self) -> None:
+        await self.accept()
+
+    async def send_error(self, error: SwitchboardError, ref: Any = None) -> None:
+        body = error.as_dict()
+        if ref is not None:
+            body["ref"] = ref
+        await self.send_json(body)
+
+    def scoped(self, func, *args, **kwargs):
+        """Run ``func`` on a worker thread inside the organization's tenant context."""
+
+        def call():
+            with tenant_context(self.access.organization):
+                return func(*args, **kwargs)
+
+        return database_sync_to_async(call)()
+
+
+class SessionConsumer(TenantConsumer):
+    """``/ws/orgs/<org_slug>/sessions/<id>/?after=<seq>``: the session's events, then commands."""
+
+    feed_task: asyncio.Task | None = None
+    feed: EventFeed | None = None
+
+    async def on_connect(self) -> None:
+        from sessions_app.models import Session
+
+        session_id = self.scope["url_route"]["kwargs"]["session_id"]
+        self.session = await self.scoped(
+            get_object_in_org,
+            Session,
+            self.access.organization,
+            session_id,
+            ErrorCode.SESSION_NOT_FOUND,
+            "Session",
+        )
+        self.group = session_group(self.session.pk)
+        await self.accept()
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        after = _query(self.scope).get("after")
+        try:
+            start = int(after) if after is not None else self.session.last_event_seq
+        except ValueError:
+            await self.send_error(SwitchboardError(ErrorCode.VALIDATION_ERROR, "after must be an integer."))
+            start = self.session.last_event_seq
+        self.start_feed(start)
+
+    def start_feed(self, after: int) -> None:
+        if self.feed_task is not None:
+            self.feed_task.cancel()
+        self.feed = EventFeed(self.access.organization, self.session.pk, after)
+        self.feed_task = asyncio.create_task(self._pump(self.feed))
+
+    async def _pump(self, feed: EventFeed) -> None:
+        try:
+            async for envelope in feed:
+                await self.send_json(envelope)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("event feed of session %s failed", self.session.pk)
+            await self.close(code=1011)
+
+    async def disconnect(self, code: int) -> None:
+        if self.feed_task is not None:
+            self.feed_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.feed_task
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def session_event(self, message: dict[str, Any]) -> None:
+        if self.feed is not None:
+            self.feed.offer(message["event"])
+
+    async def receive_json(self, content: Any, **kwargs) -> None:
+        ref = content.get("id") if isinstance(content, dict) else None
+        try:
+            if not isinstance(content, dict) or not isinstance(content.get("type"), str):
+                raise SwitchboardError(ErrorCode.VALIDATION_ERROR, "A frame is a JSON object with a type.")
+            handler = self.COMMANDS.get(content["type"])
+            if handler is None:
+                raise SwitchboardError(
+                    ErrorCode.VALIDATION_ERROR,
+                    f"Unknown frame type {content['type']!r}.",
+                    {"types": sorted(self.COMMANDS)},
+                )
+            reply = await handler(self, content)
+            if reply is not None:
+                if ref is not None:
+                    reply["ref"] = ref
+                await self.send_json(reply)
+        except SwitchboardError as error:
+            await self.send_error(error, ref)
+        except Exception:
+            logger.exception("websocket command failed")
+            await self.send_error(SwitchboardError(ErrorCode.INTERNAL_ERROR, "The command failed."), ref)
+
+    async def decode_json(self, text_data: str) -> Any:
+        try:
+            return await super().decode_json(text_data)
+        except ValueError:
+            return {"type": None, "_invalid": True}
+
+    # --- commands ----------------------------------------------------------------------------------------
+
+    async def cmd_ping(self, frame: dict) -> dict:
+        return {"type": "pong"}
+
+    async def cmd_resume(self, frame: dict) -> None:
+        after = frame.get("after")
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+            raise SwitchboardError(ErrorCode.VALIDATION_ERROR, "resume needs an integer 'after' >= 0.")
+        self.start_feed(after)
+
+    async def cmd_message_send(self, frame: dict) -> dict:
+        from sessions_app.api.views import check_session_write
+        from sessions_app.services.messages import message_post_user
+
+        def send():
+            session = type(self.session).objects.get(pk=self.session.pk)
+            check_session_write(self.access, session)
+            message, run = message_post_user(session, frame.get("content"), author=self._user())
+            return {"type": "ack", "message": str(message.pk), "run": str(run.pk)}
+
+        return await self.scoped(send)
+
+    async def cmd_run_cancel(self, frame: dict) -> dict:
+        from sessions_app.api.views import check_session_write
+        from sessions_app.models import RUN_ACTIVE_STATUSES, Run
+        from sessions_app.services.runs import run_cancel
+
+        def cancel():
+            check_session_write(self.access, self.session)
+            runs = Run.objects.filter(session=self.session)
+            if frame.get("run"):
+                run = get_object_in_org(
+                    Run, self.access.organization, frame["run"], ErrorCode.RUN_NOT_FOUND, "Run"
+                )
+                if run.session_id != self.session.pk:
+                    raise SwitchboardError(ErrorCode.RUN_NOT_FOUND, "Run not found.")
+                targets = [run]
+            else:
+                targets = list(runs.filter(status__in=RUN_ACTIVE_STATUSES))
+            done = [run_cancel(r) for r in targets]
+            return {"type": "ack", "runs": [{"id": str(r.pk), "status": r.status} for r in done]}
+
+        return await self.scoped(cancel)
+
+    async def cmd_tool_call_decide(self, frame: dict) -> dict:
+        from tools_app.models import ToolCall
+        from tools_app.services.tool_calls import tool_call_decide
+
+        approve = frame["type"] == "tool_call.approve"
+
+        def decide():
+            call = get_object_in_org(
+                ToolCall,
+                self.access.organization,
+                frame.get("tool_call"),
+                ErrorCode.TOOL_CALL_NOT_FOUND,
+                "Tool call",
+            )
+            call = tool_call_decide(
+                call, approve=approve, access=self.access, reason=str(frame.get("reason") or "")
+            )
+            return {"type": "ack", "tool_call": str(call.pk), "status": call.status}
+
+        return await self.scoped(decide)
+
+    def _user(self):
+        return self.access.user if getattr(self.access.user, "pk", None) else None
+
+    COMMANDS = {
+        "ping": cmd_ping,
+        "resume": cmd_resume,
+        "message.send": cmd_message_send,
+        "run.cancel": cmd_run_cancel,
+        "tool_call.approve": cmd_tool_call_decide,
+        "tool_call.reject": cmd_tool_call_decide,
+    }
+
+
+class ApprovalsConsumer(TenantConsumer):
+    """``/ws/orgs/<org_slug>/approvals/``: pending tool calls of the organization, live, for reviewers.
+
+    Sends a snapshot of what is pending, then each ``tool_call.*`` event. Decisions can be sent here too.
+    Across processes on the in-memory channel layer, the pending list is re-read every few seconds and
+    changes are sent as events, so reviewers never miss one.
+    """
+
+    async def on_connect(self) -> None:
+        if not self.access.has_role(Role.MEMBER):
+            raise SwitchboardError(ErrorCode.PERMISSION_DENIED, "Viewers cannot review approvals.")
+        from core.events import org_approvals_group
+
+        self.group = org_approvals_group(self.access.organization.pk)
+        await self.accept()
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        self.known = await self.scoped(self._pending)
+        await self.send_json({"type": "approvals.snapshot", "pending": list(self.known.values())})
+        self.poll_task = asyncio.create_task(self._poll())
+
+    def _pending(self) -> dict[str, dict]:
+        from tools_app.models import ToolCall, ToolCallStatus
+        from tools_app.services.tool_calls import tool_call_snapshot
+
+        calls = ToolCall.objects.filter(status=ToolCallStatus.PENDING, requires_approval=True).select_related(
+            "decided_by"
+        )
+        return {str(c.pk): tool_call_snapshot(c) for c in calls}
+
+    async def _poll(self) -> None:
+        from django.conf import settings
+
+        while True:
+            await asyncio.sleep(max(settings.EVENT_POLL_SECONDS, 1.0))
+            current = await self.scoped(self._pending)
+            for call_id, snapshot in current.items():
+                if call_id not in self.known:
+                    await self.send_json(
+                        {"type": "tool_call.pending", "session": snapshot["session"], "data": snapshot}
+                    )
+            for call_id in set(self.known) - set(current):
+                await self.send_json({"type": "tool_call.decided", "data": {"id": call_id}})
+            self.known = current
+
+    async def approvals_event(self, message: dict[str, Any]) -> None:
+        envelope = message["event"]
+        call_id = envelope["data"].get("id")
+        if envelope["type"] == "tool_call.pending":
+            if call_id in self.known:
+                return  # the poll already announced it
+            self.known[call_id] = envelope["data"]
+        else:
+            self.known.pop(call_id, None)
+        await self.send_json(envelope)
+
+    async def receive_json(self, content: Any, **kwargs) -> None:
+        if isinstance(content, dict) and content.get("type") in ("tool_call.approve", "tool_call.reject"):
+            ref = content.get("id")
+            try:
+                reply = await SessionConsumer.cmd_tool_call_decide(self, content)
+                if ref is not None:
+                    reply["ref"] = ref
+                await self.send_json(reply)
+            except SwitchboardError as error:
+                await self.send_error(error, ref)
+        elif isinstance(content, dict) and content.get("type") == "ping":
+            await self.send_json({"type": "pong"})
+        else:
+            await self.send_error(SwitchboardError(ErrorCode.VALIDATION_ERROR, "Unknown frame type."))
+
+    async def disconnect(self, code: int) -> None:
+        if hasattr(self, "poll_task"):
+            self.poll_task.cancel()
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)

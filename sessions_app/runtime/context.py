@@ -1,0 +1,106 @@
+"""What the model is sent: the system prompt, then the most recent messages within the agent's limits.
+
+Limits are the agent's ``max_context_messages`` and ``max_context_tokens`` (tokens estimated offline).
+The newest message always goes in; older ones are added while they fit. An assistant turn that asked
+for tools and the tool results answering it are kept or dropped together, since a tool result
+without the call it answers is rejected by OpenAI-compatible servers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+from sessions_app.config import CONFIG_DEFAULTS
+from sessions_app.models import Agent, Message, MessageRole, MessageStatus, Session
+from sessions_app.runtime.providers import ProviderSettings, estimate_tokens
+
+MESSAGE_OVERHEAD_TOKENS = 4
+
+
+def effective_config(session: Session) -> dict[str, Any]:
+    return {**CONFIG_DEFAULTS, **(session.config or {})}
+
+
+def resolve_model(session: Session, conf: ProviderSettings, requested: str | None = None) -> str:
+    """The model for a run: request, session config, template, agent, organization, provider, environment."""
+    if conf.kind == "demo":
+        return "demo"
+    template_config = session.template.config if session.template_id else {}
+    for candidate in (
+        requested,
+        (session.config or {}).get("model"),
+        (template_config or {}).get("model"),
+        session.agent.model,
+        session.organization.default_model,
+        conf.default_model,
+        settings.LLM_DEFAULT_MODEL,
+    ):
+        if candidate:
+            return candidate
+    return "demo"
+
+
+def system_prompt(session: Session, agent: Agent) -> str:
+    extra = (session.config or {}).get("system_prompt", "")
+    return "\n\n".join(part for part in (agent.system_prompt.strip(), extra.strip()) if part)
+
+
+def _as_openai(message: Message) -> dict[str, Any]:
+    if message.role == MessageRole.TOOL:
+        call_id = message.metadata.get("tool_call_id") or (
+            message.tool_call.call_id if message.tool_call else ""
+        )
+        return {"role": "tool", "tool_call_id": call_id, "content": message.content}
+    item: dict[str, Any] = {"role": message.role, "content": message.content}
+    calls = message.metadata.get("tool_calls")
+    if message.role == MessageRole.ASSISTANT and calls:
+        item["tool_calls"] = [
+            {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+            for c in calls
+        ]
+        item["content"] = message.content or None
+    if message.role == MessageRole.USER:
+        extra = _attachment_text(message)
+        if extra:
+            item["content"] = f"{message.content}\n\n{extra}"
+    return item
+
+
+def _attachment_text(message: Message) -> str:
+    try:
+        from history_app.services.attachments import attachment_context_text
+    except ImportError:  # the history app's attachment service is optional for the runtime
+        return ""
+    budget = max(0, message.session.agent.max_context_tokens // 2)
+    return attachment_context_text(message, budget)
+
+
+def build_context(session: Session, agent: Agent, *, exclude: Message | None = None) -> list[dict[str, Any]]:
+    """The messages for the next model call, oldest first. Runs inside the session's tenant context."""
+    candidates = (
+        Message.objects.filter(session=session)
+        .exclude(status__in=[MessageStatus.STREAMING, MessageStatus.FAILED])
+        .exclude(role=MessageRole.SYSTEM)
+        .select_related("tool_call")
+        .order_by("-seq")
+    )
+    if exclude is not None:
+        candidates = candidates.exclude(pk=exclude.pk)
+    prompt = system_prompt(session, agent)
+    budget = agent.max_context_tokens - (estimate_tokens(prompt) + MESSAGE_OVERHEAD_TOKENS if prompt else 0)
+    picked: list[dict[str, Any]] = []
+    used = 0
+    for message in candidates[: agent.max_context_messages]:
+        item = _as_openai(message)
+        cost = estimate_tokens(str(item.get("content") or "")) + MESSAGE_OVERHEAD_TOKENS
+        if picked and used + cost > budget:
+            break
+        picked.append(item)
+        used += cost
+    picked.reverse()
+    # Drop tool results whose call was cut off, so the context starts on a whole turn.
+    while picked and picked[0]["role"] == "tool":
+        picked.pop(0)
+    return ([{"role": "system", "content": prompt}] if prompt else []) + picked

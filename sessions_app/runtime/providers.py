@@ -1,0 +1,344 @@
+"""LLM providers on the ``openai`` package: OpenAI, Azure OpenAI, any OpenAI-compatible server, and the
+built-in offline ``demo`` model.
+
+A provider streams one chat completion as :class:`Delta` items (text, or a finished set of tool calls,
+and usage at the end). :meth:`CompletionStream.close` aborts the HTTP read from another thread, which
+is how cancel stops a run within a second even while the model is silent. Provider errors leave as
+:class:`~core.errors.SwitchboardError` with a catalogue code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import openai
+from django.conf import settings
+
+from core.crypto import decrypt
+from core.errors import ErrorCode, SwitchboardError
+from sessions_app.models import ProviderCredential, ProviderKind
+
+
+@dataclass
+class ToolCallRequest:
+    id: str
+    name: str
+    arguments: str  # raw JSON text as the model produced it
+
+
+@dataclass
+class Delta:
+    text: str = ""
+    tool_calls: list[ToolCallRequest] = field(default_factory=list)
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+@dataclass
+class ProviderSettings:
+    kind: str
+    base_url: str = ""
+    api_key: str = ""
+    api_version: str = ""
+    default_model: str = ""
+    timeout: float = 60.0
+    max_retries: int = 2
+    name: str = ""
+
+
+class CompletionStream(ABC):
+    """An iterator of :class:`Delta` that another thread may :meth:`close`."""
+
+    def __init__(self) -> None:
+        self.closed = threading.Event()
+
+    @abstractmethod
+    def __iter__(self) -> Iterator[Delta]: ...
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+def estimate_tokens(text: str) -> int:
+    """Offline token estimate (no tokenizer download): about four characters per token."""
+    return (len(text) + 3) // 4
+
+
+# --- OpenAI and compatible servers -----------------------------------------------------------------
+
+
+def _map_openai_error(exc: Exception) -> SwitchboardError:
+    if isinstance(exc, openai.APITimeoutError):
+        return SwitchboardError(ErrorCode.LLM_TIMEOUT, "The model did not answer in time.")
+    if isinstance(exc, openai.RateLimitError):
+        return SwitchboardError(
+            ErrorCode.RATE_LIMITED,
+            "The model provider is rate limiting requests.",
+            {"retry_after": _retry_after(exc)},
+        )
+    if isinstance(exc, openai.BadRequestError):
+        text = str(exc).lower()
+        if getattr(exc, "code", None) == "context_length_exceeded" or "context length" in text:
+            return SwitchboardError(ErrorCode.TOKEN_LIMIT, "The conversation is too long for the model.")
+        return SwitchboardError(
+            ErrorCode.LLM_ERROR, f"The model rejected the request: {exc.message}", {"status": 400}
+        )
+    if isinstance(exc, openai.APIStatusError):
+        return SwitchboardError(
+            ErrorCode.LLM_ERROR,
+            f"The model provider answered {exc.status_code}.",
+            {"status": exc.status_code},
+        )
+    if isinstance(exc, openai.APIConnectionError):
+        return SwitchboardError(ErrorCode.LLM_ERROR, "The connection to the model provider failed.")
+    return SwitchboardError(
+        ErrorCode.LLM_ERROR, f"The model sent an unreadable response ({type(exc).__name__})."
+    )
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    value = exc.response.headers.get("retry-after") if exc.response is not None else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+class OpenAIStream(CompletionStream):
+    def __init__(self, client: openai.OpenAI, request: dict[str, Any], max_retries: int) -> None:
+        super().__init__()
+        self.client = client
+        self.request = request
+        self.max_retries = max_retries
+        self._response = None
+
+    def close(self) -> None:
+        super().close()
+        response = self._response
+        if response is not None:
+            try:
+                response.close()
+            except Exception:  # closing from another thread races the reader; either way it ends
+                pass
+
+    def _open(self):
+        """Open the stream, retrying 429 (honouring Retry-After, bounded) and 5xx before any token."""
+        attempt = 0
+        while True:
+            try:
+                return self.client.chat.completions.create(**self.request)
+            except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError) as exc:
+                if (
+                    isinstance(exc, openai.APITimeoutError)
+                    or attempt >= self.max_retries
+                    or self.closed.is_set()
+                ):
+                    raise _map_openai_error(exc) from exc
+                wait = _retry_after(exc) if isinstance(exc, openai.APIStatusError) else None
+                wait = min(
+                    wait if wait is not None else 0.5 * 2**attempt, settings.LLM_RETRY_AFTER_MAX_SECONDS
+                )
+                attempt += 1
+                if self.closed.wait(wait):
+                    raise SwitchboardError(ErrorCode.LLM_ERROR, "Cancelled while waiting to retry.") from exc
+            except openai.OpenAIError as exc:
+                raise _map_openai_error(exc) from exc
+
+    def __iter__(self) -> Iterator[Delta]:
+        self._response = self._open()
+        calls: dict[int, dict[str, str]] = {}
+        try:
+            for chunk in self._response:
+                if self.closed.is_set():
+                    return
+                if chunk.usage is not None:
+                    yield Delta(
+                        prompt_tokens=chunk.usage.prompt_tokens,
+                        completion_tokens=chunk.usage.completion_tokens,
+                    )
+                for choice in chunk.choices or []:
+                    delta = choice.delta
+                    if delta is None:
+                        continue
+                    if delta.content:
+                        yield Delta(text=delta.content)
+                    for tc in delta.tool_calls or []:
+                        slot = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
+                        slot["id"] = tc.id or slot["id"]
+                        if tc.function is not None:
+                            slot["name"] = tc.function.name or slot["name"]
+                            slot["arguments"] += tc.function.arguments or ""
+        except SwitchboardError:
+            raise
+        except Exception as exc:
+            if self.closed.is_set():
+                return
+            raise _map_openai_error(exc) from exc
+        if calls:
+            yield Delta(
+                tool_calls=[
+                    ToolCallRequest(
+                        id=c["id"] or f"call_{i}", name=c["name"], arguments=c["arguments"] or "{}"
+                    )
+                    for i, c in sorted(calls.items())
+                ]
+            )
+
+
+class OpenAIProvider:
+    def __init__(self, conf: ProviderSettings) -> None:
+        self.conf = conf
+        self.name = conf.kind
+        timeout = httpx.Timeout(conf.timeout, connect=min(conf.timeout, 10.0))
+        common = {"api_key": conf.api_key or "not-needed", "timeout": timeout, "max_retries": 0}
+        if conf.kind == ProviderKind.AZURE:
+            self.client = openai.AzureOpenAI(
+                azure_endpoint=conf.base_url, api_version=conf.api_version, **common
+            )
+        else:
+            self.client = openai.OpenAI(base_url=conf.base_url or None, **common)
+
+    def stream(
+        self,
+        *,
+        messages: list[dict],
+        model: str,
+        tools: list[dict] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> CompletionStream:
+        request: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if tools:
+            request["tools"] = tools
+        if temperature is not None:
+            request["temperature"] = temperature
+        if max_tokens is not None:
+            request["max_tokens"] = max_tokens
+        return OpenAIStream(self.client, request, self.conf.max_retries)
+
+
+# --- The offline demo model ----------------------------------------------------------------------------
+
+_TOOL_COMMAND = re.compile(r"^/tool\s+(?P<name>[\w.-]+)\s*(?P<args>\{.*\})?\s*$", re.S)
+_CALCULATE = re.compile(r"\b(?:calculate|compute|what is)\s+(?P<expr>[-+*/().%\d\s^a-z]+?)\s*\??$", re.I)
+
+
+class DemoStream(CompletionStream):
+    def __init__(
+        self, text: str, tool_calls: list[ToolCallRequest], prompt_tokens: int, delay: float
+    ) -> None:
+        super().__init__()
+        self.text, self.tool_calls, self.prompt_tokens, self.delay = text, tool_calls, prompt_tokens, delay
+
+    def __iter__(self) -> Iterator[Delta]:
+        words = re.findall(r"\S+\s*", self.text)
+        for word in words:
+            if self.closed.wait(self.delay) if self.delay else self.closed.is_set():
+                return
+            yield Delta(text=word)
+        if self.tool_calls:
+            yield Delta(tool_calls=self.tool_calls)
+        yield Delta(prompt_tokens=self.prompt_tokens, completion_tokens=estimate_tokens(self.text))
+
+
+class DemoProvider:
+    """Deterministic replies at a human pace, with no network. ``/tool <name> {json}`` or "calculate 2+2"
+    makes it call a tool (when the agent offers it)."""
+
+    name = ProviderKind.DEMO
+
+    def stream(
+        self,
+        *,
+        messages: list[dict],
+        model: str,
+        tools: list[dict] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> CompletionStream:
+        offered = {t["function"]["name"] for t in tools or []}
+        last = messages[-1] if messages else {"role": "user", "content": ""}
+        prompt_tokens = sum(estimate_tokens(str(m.get("content") or "")) for m in messages)
+        delay = settings.DEMO_TOKEN_DELAY_MS / 1000
+        text, calls = self._reply(last, offered)
+        return DemoStream(text, calls, prompt_tokens, delay)
+
+    @staticmethod
+    def _reply(last: dict, offered: set[str]) -> tuple[str, list[ToolCallRequest]]:
+        content = str(last.get("content") or "").strip()
+        if last.get("role") == "tool":
+            return f"The tool answered: {content[:500]}", []
+        command = _TOOL_COMMAND.match(content)
+        if command and command["name"] in offered:
+            return "", [
+                ToolCallRequest(
+                    id=f"call_demo_{int(time.time() * 1000)}",
+                    name=command["name"],
+                    arguments=command["args"] or "{}",
+                )
+            ]
+        calculation = _CALCULATE.search(content)
+        if calculation and "calculator" in offered:
+            args = json.dumps({"expression": calculation["expr"].strip()})
+            return "", [
+                ToolCallRequest(id=f"call_demo_{int(time.time() * 1000)}", name="calculator", arguments=args)
+            ]
+        words = content.split()
+        return (
+            "This is the built-in demo model: no language model is configured, so I answer the same way "
+            f"every time. You wrote {len(words)} words, beginning with “{' '.join(words[:8])}”. "
+            "Configure a provider (LLM_PROVIDER and LLM_BASE_URL, or per organization) for real replies.",
+            [],
+        )
+
+
+# --- Resolution ------------------------------------------------------------------------------------------
+
+
+def environment_provider_settings() -> ProviderSettings:
+    return ProviderSettings(
+        kind=settings.LLM_PROVIDER,
+        base_url=settings.LLM_BASE_URL,
+        api_key=settings.LLM_API_KEY,
+        api_version=settings.LLM_API_VERSION,
+        default_model=settings.LLM_DEFAULT_MODEL,
+        timeout=settings.LLM_TIMEOUT_SECONDS,
+        max_retries=settings.LLM_MAX_RETRIES,
+        name="environment",
+    )
+
+
+def provider_settings_for_org() -> ProviderSettings:
+    """The current organization's default credentials, else the environment's. Needs the tenant context."""
+    cred = ProviderCredential.objects.filter(is_default=True).first() or ProviderCredential.objects.first()
+    if cred is None:
+        return environment_provider_settings()
+    return ProviderSettings(
+        kind=cred.kind,
+        base_url=cred.base_url,
+        api_key=decrypt(cred.api_key_encrypted),
+        api_version=cred.api_version or settings.LLM_API_VERSION,
+        default_model=cred.default_model,
+        timeout=cred.timeout_seconds,
+        max_retries=cred.max_retries,
+        name=cred.name,
+    )
+
+
+def provider_for(conf: ProviderSettings) -> OpenAIProvider | DemoProvider:
+    if conf.kind == ProviderKind.DEMO:
+        return DemoProvider()
+    return OpenAIProvider(conf)

@@ -1,0 +1,395 @@
+"""Runs: one agent turn each, durable on its row (DESIGN.md, principle 3).
+
+The row, not the worker, is the truth: a task carries only ids; a worker claims a run by taking its
+lease under the row lock, renews the lease while it streams, and gives it back when the run finishes
+or waits for a person. A lapsed lease means a dead worker: the reaper retries the run from its
+persisted state or fails it. Each status change is one function here, under the run's row lock, and
+writes its event.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from core.errors import ErrorCode, SwitchboardError
+from core.events import event_publish
+from core.tenancy import tenant_context
+from sessions_app.models import (
+    RUN_ACTIVE_STATUSES,
+    RUN_TERMINAL_STATUSES,
+    Message,
+    MessageStatus,
+    OnBusy,
+    Run,
+    RunStatus,
+    RuntimeState,
+    Session,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_snapshot(run: Run) -> dict[str, Any]:
+    return {
+        "id": str(run.pk),
+        "status": run.status,
+        "model": run.model,
+        "provider": run.provider,
+        "attempts": run.attempts,
+        "trigger_message": str(run.trigger_message_id) if run.trigger_message_id else None,
+        "ttft_ms": run.ttft_ms,
+        "total_ms": run.total_ms,
+        "prompt_tokens": run.prompt_tokens,
+        "completion_tokens": run.completion_tokens,
+        "error_code": run.error_code or None,
+        "error_message": run.error_message or None,
+    }
+
+
+def session_set_runtime_state(session: Session, state: str, *, run: Run | None = None) -> None:
+    """Record what the agent is doing now; writes ``session.updated`` only when it changes."""
+    changed = Session.objects.filter(pk=session.pk).exclude(runtime_state=state).update(runtime_state=state)
+    session.runtime_state = state
+    if changed:
+        event_publish(
+            session, "session.updated", {"runtime_state": state, "changed": ["runtime_state"]}, run=run
+        )
+
+
+# --- creating and dispatching ------------------------------------------------------------------------
+
+
+def run_dispatch(run: Run) -> None:
+    """Enqueue the run's task after the current transaction commits. The task carries ids only."""
+    from django_q.tasks import async_task
+
+    run_id, org_id = str(run.pk), run.organization_id
+    transaction.on_commit(
+        lambda: async_task("sessions_app.tasks.run_execute", run_id, org_id, task_name=f"run-{run_id}")
+    )
+
+
+def _head_of_queue(session: Session) -> Run | None:
+    return (
+        Run.objects.filter(session=session, status__in=RUN_ACTIVE_STATUSES)
+        .order_by("queued_at", "pk")
+        .first()
+    )
+
+
+def run_create(session: Session, trigger_message: Message, *, options: dict[str, Any] | None = None) -> Run:
+    """Create a queued run for a user message and dispatch it if it is first in the session's line.
+
+    Call inside the transaction that stored the message, holding the session's row lock.
+    """
+    run = Run.objects.create(
+        organization_id=session.organization_id,
+        session=session,
+        trigger_message=trigger_message,
+        options=options or {},
+    )
+    event_publish(session, "run.queued", run_snapshot(run), run=run)
+    if _head_of_queue(session) == run:
+        run_dispatch(run)
+    return run
+
+
+def run_dispatch_next(session: Session) -> Run | None:
+    """After a run ends, dispatch the next queued run of the session (the ``enqueue`` policy)."""
+    head = _head_of_queue(session)
+    if head is not None and head.status == RunStatus.QUEUED:
+        run_dispatch(head)
+    return head
+
+
+def busy_policy_apply(session: Session, policy: str) -> None:
+    """Before a new message: ``reject`` refuses it, ``interrupt`` cancels what runs, ``enqueue`` waits."""
+    active = list(Run.objects.filter(session=session, status__in=RUN_ACTIVE_STATUSES))
+    if not active:
+        return
+    if policy == OnBusy.REJECT:
+        raise SwitchboardError(
+            ErrorCode.SESSION_BUSY,
+            "The agent is still working on the previous message.",
+            {"active_runs": [str(r.pk) for r in active], "on_busy": policy},
+        )
+    if policy == OnBusy.INTERRUPT:
+        for run in active:
+            run_cancel(run)
+
+
+# --- the worker's side -------------------------------------------------------------------------------
+
+
+def _lease_deadline():
+    return timezone.now() + timedelta(seconds=settings.RUN_LEASE_SECONDS)
+
+
+def run_claim(run_id, worker: str) -> Run | None:
+    """Take the lease of a queued run that is first in its session's line; None if not claimable."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().filter(pk=run_id).first()
+        if run is None or run.status != RunStatus.QUEUED:
+            return None
+        if _head_of_queue(run.session) != run:
+            return None  # an earlier run of the session is still active; it dispatches this one when done
+        if run.attempts >= settings.RUN_MAX_ATTEMPTS:
+            run_fail(run, SwitchboardError(ErrorCode.INTERNAL_ERROR, "The run failed on every attempt."))
+            return None
+        now = timezone.now()
+        run.status = RunStatus.RUNNING
+        run.attempts += 1
+        run.worker = worker
+        run.lease_expires_at = _lease_deadline()
+        run.heartbeat_at = now
+        run.started_at = run.started_at or now
+        run.save(
+            update_fields=["status", "attempts", "worker", "lease_expires_at", "heartbeat_at", "started_at"]
+        )
+        event_publish(run.session, "worker.spawned", {"worker": worker, "attempt": run.attempts}, run=run)
+        event_publish(run.session, "run.started", run_snapshot(run), run=run)
+        session_set_runtime_state(run.session, RuntimeState.PROCESSING, run=run)
+    return run
+
+
+def run_heartbeat(run: Run) -> bool:
+    """Renew the lease; True if a cancel was requested. Runs without a lock (one UPDATE, one read)."""
+    now = timezone.now()
+    Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
+        heartbeat_at=now, lease_expires_at=_lease_deadline()
+    )
+    return Run.objects.filter(pk=run.pk).exclude(cancel_requested_at=None).exists()
+
+
+def run_cancel_requested(run: Run) -> bool:
+    return Run.objects.filter(pk=run.pk).exclude(cancel_requested_at=None).exists()
+
+
+def _finish(run: Run, status: str, event_type: str, **fields: Any) -> Run:
+    run.status = status
+    run.finished_at = timezone.now()
+    run.lease_expires_at = None
+    if run.started_at:
+        run.total_ms = int((run.finished_at - run.started_at).total_seconds() * 1000)
+    for name, value in fields.items():
+        setattr(run, name, value)
+    run.save()
+    event_publish(run.session, event_type, run_snapshot(run), run=run)
+    return run
+
+
+def run_complete(run: Run, *, prompt_tokens: int, completion_tokens: int) -> Run:
+    """running → completed; the session goes idle and its next queued run (if any) is dispatched."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run.pk)
+        _finish(
+            run,
+            RunStatus.COMPLETED,
+            "run.completed",
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
+        event_publish(run.session, "worker.completed", {"worker": run.worker}, run=run)
+        _after_terminal(run, RuntimeState.IDLE)
+    _checkpoint_after(run)
+    return run
+
+
+def run_fail(run: Run, error: SwitchboardError, *, message: Message | None = None) -> Run:
+    """→ failed with a catalogue code; ``error.occurred`` is written and the session is left usable."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run.pk)
+        if run.status in RUN_TERMINAL_STATUSES:
+            return run
+        if message is not None:
+            _message_close(message, MessageStatus.FAILED, run)
+        _finish(run, RunStatus.FAILED, "run.failed", error_code=error.code.value, error_message=error.message)
+        event_publish(run.session, "error.occurred", error.as_dict()["error"], run=run)
+        _after_terminal(run, RuntimeState.ERROR)
+    return run
+
+
+def run_finish_cancelled(run: Run, *, message: Message | None = None) -> Run:
+    """Record a cancel: the partial reply is kept with status ``cancelled``. Idempotent."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run.pk)
+        if run.status in RUN_TERMINAL_STATUSES:
+            return run
+        if message is None:
+            message = Message.objects.filter(run=run, status=MessageStatus.STREAMING).first()
+        if message is not None:
+            _message_close(message, MessageStatus.CANCELLED, run)
+        _finish(run, RunStatus.CANCELLED, "run.cancelled")
+        _after_terminal(run, RuntimeState.IDLE)
+    return run
+
+
+def run_cancel(run: Run) -> Run:
+    """Cancel a run; harmless when already finished.
+
+    A run no worker holds (queued, or waiting for approval) is cancelled here and now; a running one is
+    flagged, and its worker stops within a second (or the reaper finishes it if the worker is gone).
+    """
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run.pk)
+        if run.status in RUN_TERMINAL_STATUSES:
+            return run
+        if run.cancel_requested_at is None:
+            run.cancel_requested_at = timezone.now()
+            run.save(update_fields=["cancel_requested_at"])
+        if run.status in (RunStatus.QUEUED, RunStatus.REQUIRES_ACTION):
+            _expire_pending_tool_calls(run)
+            return run_finish_cancelled(run)
+    return run
+
+
+def run_require_action(run: Run) -> Run:
+    """running → requires_action: waiting for a person; the worker lets go of the run."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run.pk)
+        run.status = RunStatus.REQUIRES_ACTION
+        run.lease_expires_at = None
+        run.save(update_fields=["status", "lease_expires_at"])
+        event_publish(run.session, "run.requires_action", run_snapshot(run), run=run)
+        event_publish(run.session, "worker.completed", {"worker": run.worker, "released": True}, run=run)
+        session_set_runtime_state(run.session, RuntimeState.AWAITING_APPROVAL, run=run)
+    return run
+
+
+def run_requeue(run: Run) -> Run:
+    """requires_action → queued, after the last pending decision; dispatched at commit."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run.pk)
+        if run.status != RunStatus.REQUIRES_ACTION:
+            return run
+        run.status = RunStatus.QUEUED
+        run.save(update_fields=["status"])
+        event_publish(run.session, "run.queued", run_snapshot(run), run=run)
+        session_set_runtime_state(run.session, RuntimeState.PROCESSING, run=run)
+        run_dispatch(run)
+    return run
+
+
+def _message_close(message: Message, status: str, run: Run) -> None:
+    from sessions_app.services.messages import message_snapshot
+
+    Message.objects.filter(pk=message.pk).update(status=status)
+    message.status = status
+    event_publish(run.session, "message.updated", message_snapshot(message), run=run)
+
+
+def _after_terminal(run: Run, state: str) -> None:
+    session = run.session
+    head = run_dispatch_next(session)
+    session_set_runtime_state(session, RuntimeState.PROCESSING if head else state, run=run)
+
+
+def _expire_pending_tool_calls(run: Run) -> None:
+    from tools_app.models import ToolCall, ToolCallStatus
+
+    ToolCall.objects.filter(run=run, status=ToolCallStatus.PENDING).update(
+        status=ToolCallStatus.REJECTED, reason="The run was cancelled.", decided_at=timezone.now()
+    )
+
+
+def _checkpoint_after(run: Run) -> None:
+    try:
+        from history_app.services.checkpoints import checkpoint_create
+    except ImportError:  # checkpoints are provided by the history app
+        return
+    try:
+        checkpoint_create(run.session, reason="auto")
+    except Exception:  # a failed checkpoint must not fail the finished run
+        logger.exception("automatic checkpoint after run %s failed", run.pk)
+
+
+def run_wait(run: Run, timeout: float, poll: float = 0.05) -> Run:
+    """Wait until the run finishes or needs a person, at most ``timeout`` seconds (stateless transport)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        run = Run.objects.get(pk=run.pk)
+        if run.status in RUN_TERMINAL_STATUSES or run.status == RunStatus.REQUIRES_ACTION:
+            return run
+        if time.monotonic() >= deadline:
+            return run
+        time.sleep(poll)
+
+
+def run_reply(run: Run) -> Message | None:
+    """The run's latest assistant message."""
+    from sessions_app.models import MessageRole
+
+    return Message.objects.filter(run=run, role=MessageRole.ASSISTANT).order_by("-seq").first()
+
+
+# --- the reaper ----------------------------------------------------------------------------------------
+
+
+def runs_reap() -> int:
+    """Find runs whose worker died (lapsed lease): retry them from persisted state, or fail them.
+
+    Also re-dispatches queued runs that have waited too long (a lost task); claiming is idempotent,
+    so a duplicate task is harmless. Runs across every organization, each in its tenant context.
+    """
+    now = timezone.now()
+    stale = list(
+        Run.all_tenants_unsafe.select_related("organization").filter(
+            status=RunStatus.RUNNING, lease_expires_at__lt=now
+        )
+    )
+    waiting = list(
+        Run.all_tenants_unsafe.select_related("organization").filter(
+            status=RunStatus.QUEUED, queued_at__lt=now - timedelta(seconds=2 * settings.RUN_LEASE_SECONDS)
+        )
+    )
+    for run in stale:
+        with tenant_context(run.organization):
+            _reap_one(run)
+    for run in waiting:
+        with tenant_context(run.organization):
+            if _head_of_queue(run.session) == run:
+                with transaction.atomic():
+                    run_dispatch(run)
+    return len(stale)
+
+
+def _reap_one(run: Run) -> None:
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run.pk)
+        if (
+            run.status != RunStatus.RUNNING
+            or run.lease_expires_at is None
+            or run.lease_expires_at >= timezone.now()
+        ):
+            return
+        event_publish(run.session, "worker.stalled", {"worker": run.worker, "attempt": run.attempts}, run=run)
+        if run.cancel_requested_at is not None:
+            run_finish_cancelled(run)
+        elif run.attempts >= settings.RUN_MAX_ATTEMPTS:
+            message = Message.objects.filter(run=run, status=MessageStatus.STREAMING).first()
+            run_fail(
+                run,
+                SwitchboardError(ErrorCode.INTERNAL_ERROR, "The worker running this turn was lost."),
+                message=message,
+            )
+        else:
+            run.status = RunStatus.QUEUED
+            run.lease_expires_at = None
+            run.worker = ""
+            run.save(update_fields=["status", "lease_expires_at", "worker"])
+            event_publish(run.session, "run.queued", {**run_snapshot(run), "retry": True}, run=run)
+            run_dispatch(run)

@@ -1,0 +1,160 @@
+"""The built-in tools: calculator, current time, history search, and python / shell execution."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from django.conf import settings
+
+from tools_app.builtin.calculator import CalculatorError, evaluate
+from tools_app.registry import SideEffect, ToolContext, ToolSpec, register
+
+
+class ToolFailed(Exception):
+    """A handler's clear, user-facing failure (becomes ``TOOL_EXECUTION_FAILED`` with this message)."""
+
+
+def calculator(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return {"expression": args["expression"], "result": evaluate(args["expression"])}
+    except CalculatorError as exc:
+        raise ToolFailed(str(exc)) from exc
+
+
+def current_time(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    name = args.get("timezone") or "UTC"
+    try:
+        zone = ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ToolFailed(f"Unknown time zone {name!r}.") from exc
+    now = datetime.now(zone)
+    return {"timezone": name, "iso": now.isoformat(), "weekday": now.strftime("%A")}
+
+
+def search_history(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    from sessions_app.models import Message
+
+    limit = int(args.get("limit") or 5)
+    try:
+        from history_app.selectors import search_messages
+    except ImportError:  # the history app's full-text search; a plain scan is the fallback
+        search_messages = None
+    if search_messages is not None:
+        hits = search_messages(args["query"], limit=limit)
+        return {"query": args["query"], "results": hits}
+    rows = Message.objects.filter(content__icontains=args["query"]).select_related("session")[:limit]
+    return {
+        "query": args["query"],
+        "results": [
+            {
+                "session": str(m.session_id),
+                "session_name": m.session.name,
+                "role": m.role,
+                "snippet": m.content[:300],
+            }
+            for m in rows
+        ],
+    }
+
+
+def _exec_tool(mode: str):
+    def run(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+        from tools_app.services.exec_sessions import exec_session_execute, exec_session_for_chat
+
+        if ctx.session is None:
+            raise ToolFailed(f"The {mode} tool needs a chat session.")
+        exec_session = exec_session_for_chat(ctx.session, mode, ctx.user)
+        execution = exec_session_execute(
+            exec_session, args["code"], timeout=args.get("timeout"), tool_call=ctx.tool_call
+        )
+        return {
+            "output": execution.output,
+            "exit_code": execution.exit_code,
+            "timed_out": execution.timed_out,
+            "truncated": execution.truncated,
+            "duration_ms": execution.duration_ms,
+        }
+
+    return run
+
+
+def _exec_enabled() -> bool:
+    return bool(getattr(settings, "ENABLE_EXEC_SESSIONS", False))
+
+
+register(
+    ToolSpec(
+        name="calculator",
+        description="Evaluate an arithmetic expression exactly (+ - * / // % **, sqrt, sin, log, ...).",
+        parameters={
+            "type": "object",
+            "properties": {"expression": {"type": "string", "maxLength": 500}},
+            "required": ["expression"],
+            "additionalProperties": False,
+        },
+        handler=calculator,
+        timeout=5,
+        side_effect=SideEffect.READ_ONLY,
+        default_policy="auto",
+    )
+)
+register(
+    ToolSpec(
+        name="current_time",
+        description="The current date and time, in a given IANA time zone (default UTC).",
+        parameters={
+            "type": "object",
+            "properties": {"timezone": {"type": "string", "maxLength": 64}},
+            "additionalProperties": False,
+        },
+        handler=current_time,
+        timeout=5,
+        side_effect=SideEffect.READ_ONLY,
+        default_policy="auto",
+    )
+)
+register(
+    ToolSpec(
+        name="search_history",
+        description="Full-text search over this organization's past conversations.",
+        parameters={
+            "type": "object",
+            "properties": {
+                "query": {"type": "string", "minLength": 1, "maxLength": 500},
+                "limit": {"type": "integer", "minimum": 1, "maximum": 20},
+            },
+            "required": ["query"],
+            "additionalProperties": False,
+        },
+        handler=search_history,
+        timeout=15,
+        side_effect=SideEffect.READ_ONLY,
+        default_policy="auto",
+    )
+)
+for _mode, _description in (
+    ("python", "Run Python code in a persistent sandboxed interpreter."),
+    ("shell", "Run a shell command in a persistent sandboxed bash session."),
+):
+    register(
+        ToolSpec(
+            name=_mode,
+            description=_description + " State (variables, working directory) persists between calls.",
+            parameters={
+                "type": "object",
+                "properties": {
+                    "code": {"type": "string", "minLength": 1, "maxLength": 100_000},
+                    "timeout": {"type": "number", "minimum": 1, "maximum": 300},
+                },
+                "required": ["code"],
+                "additionalProperties": False,
+            },
+            handler=_exec_tool(_mode),
+            timeout=310,
+            side_effect=SideEffect.RUNS_CODE,
+            default_policy="manual",
+            requires=_exec_enabled,
+        )
+    )

@@ -1,0 +1,360 @@
+"""Tool calls: recording what the model asked, policy, human decisions, execution and expiry.
+
+A call's life: ``pending`` → ``approved`` | ``rejected`` → ``completed`` | ``failed``. Auto-approved
+calls run at once; manual ones wait for a decision (REST, websocket or admin all call
+:func:`tool_call_decide`) while the run waits in ``requires_action`` with no worker. An approval binds
+to the hash of the exact arguments, and execution is marked started before the handler runs, so a side
+effect runs at most once even if the worker dies and the run is retried. Every outcome goes back to
+the model as a ``tool`` message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+import jsonschema
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from core.access import Access
+from core.errors import ErrorCode, SwitchboardError
+from core.events import event_publish, org_approvals_group, push_live
+from core.metrics import metrics
+from core.models import Role
+from sessions_app.models import Message, MessageRole, Run, Session
+from sessions_app.services.messages import message_append
+from tools_app.models import ToolCall, ToolCallStatus
+from tools_app.registry import ToolContext, ToolSpec, get_tool
+
+logger = logging.getLogger(__name__)
+
+DECIDED = (ToolCallStatus.APPROVED, ToolCallStatus.REJECTED, ToolCallStatus.COMPLETED, ToolCallStatus.FAILED)
+
+
+def arguments_hash(arguments: Any) -> str:
+    canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def tool_call_snapshot(call: ToolCall) -> dict[str, Any]:
+    return {
+        "id": str(call.pk),
+        "session": str(call.session_id),
+        "run": str(call.run_id) if call.run_id else None,
+        "tool_name": call.tool_name,
+        "arguments": call.arguments,
+        "status": call.status,
+        "requires_approval": call.requires_approval,
+        "result": call.result,
+        "error_code": call.error_code or None,
+        "error_message": call.error_message or None,
+        "decided_by": getattr(call.decided_by, "username", None) if call.decided_by_id else None,
+        "reason": call.reason or None,
+        "expires_at": call.expires_at.isoformat().replace("+00:00", "Z") if call.expires_at else None,
+    }
+
+
+def _publish(call: ToolCall, event_type: str) -> None:
+    """The event in the session's log, and the same envelope to the organization's approvals feed."""
+    from core.events import event_envelope
+
+    event = event_publish(call.session, event_type, tool_call_snapshot(call), run=call.run)
+    envelope = event_envelope(event)
+    group = org_approvals_group(call.organization_id)
+    transaction.on_commit(lambda: push_live(group, envelope, message_type="approvals.event"))
+
+
+def approval_timeout(session: Session) -> timedelta:
+    seconds = session.organization.approval_timeout_seconds or settings.APPROVAL_TIMEOUT_SECONDS
+    return timedelta(seconds=seconds)
+
+
+# --- recording -----------------------------------------------------------------------------------------
+
+
+def _parse_arguments(
+    spec: ToolSpec | None, raw: str | dict
+) -> tuple[dict[str, Any], SwitchboardError | None]:
+    if isinstance(raw, dict):
+        arguments = raw
+    else:
+        try:
+            arguments = json.loads(raw or "{}")
+        except json.JSONDecodeError as exc:
+            return {"_raw": raw}, SwitchboardError(
+                ErrorCode.INVALID_TOOL_ARGS, f"Arguments are not JSON: {exc}"
+            )
+    if not isinstance(arguments, dict):
+        return {"_raw": arguments}, SwitchboardError(
+            ErrorCode.INVALID_TOOL_ARGS, "Arguments must be an object."
+        )
+    if spec is not None:
+        try:
+            jsonschema.validate(arguments, spec.parameters)
+        except jsonschema.ValidationError as exc:
+            where = "/".join(str(p) for p in exc.absolute_path) or "arguments"
+            return arguments, SwitchboardError(ErrorCode.INVALID_TOOL_ARGS, f"{where}: {exc.message}")
+    return arguments, None
+
+
+def tool_call_create(
+    *,
+    session: Session,
+    name: str,
+    raw_arguments: str | dict,
+    policy: str | None,
+    run: Run | None = None,
+    message: Message | None = None,
+    call_id: str = "",
+    user=None,
+) -> ToolCall:
+    """Record one call and apply the policy: auto → approved, manual → pending (expiring), deny/invalid →
+    rejected/failed with the reason that goes back to the model."""
+    spec = get_tool(name)
+    arguments, error = _parse_arguments(spec, raw_arguments)
+    call = ToolCall.objects.create(
+        organization_id=session.organization_id,
+        session=session,
+        run=run,
+        message=message,
+        call_id=call_id,
+        tool_name=name,
+        arguments=arguments,
+        arguments_hash=arguments_hash(arguments),
+    )
+    now = timezone.now()
+    if spec is None or policy is None:
+        _fail(call, SwitchboardError(ErrorCode.TOOL_NOT_FOUND, f"No tool named {name!r} is available."))
+    elif error is not None:
+        _fail(call, error)
+    elif policy == "deny":
+        call.status, call.reason, call.decided_at = ToolCallStatus.REJECTED, "Denied by policy.", now
+        call.error_code = ErrorCode.TOOL_DENIED
+        call.save()
+        _publish(call, "tool_call.rejected")
+    elif policy == "manual":
+        call.requires_approval = True
+        call.expires_at = now + approval_timeout(session)
+        call.save(update_fields=["requires_approval", "expires_at"])
+        _publish(call, "tool_call.pending")
+    else:
+        call.status, call.decided_at, call.approved_hash = ToolCallStatus.APPROVED, now, call.arguments_hash
+        call.reason = "Approved automatically by policy."
+        call.decided_by = user if call.run_id is None and getattr(user, "pk", None) else None
+        call.save()
+        _publish(call, "tool_call.approved")
+    return call
+
+
+def _fail(call: ToolCall, error: SwitchboardError) -> None:
+    call.status = ToolCallStatus.FAILED
+    call.error_code, call.error_message = error.code.value, error.message
+    call.completed_at = timezone.now()
+    call.save()
+    metrics.tool_calls.labels(tool=call.tool_name, status="failed").inc()
+    _publish(call, "tool_call.failed")
+
+
+# --- decisions -----------------------------------------------------------------------------------------
+
+
+def check_may_decide(access: Access, session: Session) -> None:
+    """The session's owner and organization admins decide; viewers and keys without ``approve`` do not."""
+    if not access.may_approve():
+        raise SwitchboardError(ErrorCode.PERMISSION_DENIED, "You may not approve or reject tool calls.")
+    if access.has_role(Role.ADMIN) or (access.user_id is not None and session.owner_id == access.user_id):
+        return
+    raise SwitchboardError(
+        ErrorCode.PERMISSION_DENIED, "Only the session's owner or an organization admin can decide this call."
+    )
+
+
+def tool_call_decide(call: ToolCall, *, approve: bool, access: Access, reason: str = "") -> ToolCall:
+    """Approve or reject a pending call (row lock). Deciding twice is harmless: the first decision stands.
+
+    When it was the run's last pending call, the run is re-enqueued; a direct task is enqueued to run.
+    """
+    check_may_decide(access, call.session)
+    with transaction.atomic():
+        call = ToolCall.objects.select_for_update().select_related("session", "run").get(pk=call.pk)
+        if call.status != ToolCallStatus.PENDING:
+            return call
+        call.status = ToolCallStatus.APPROVED if approve else ToolCallStatus.REJECTED
+        call.decided_by = access.user if getattr(access.user, "pk", None) else None
+        call.decided_at = timezone.now()
+        call.reason = (reason or "")[:2000]
+        if approve:
+            call.approved_hash = call.arguments_hash
+        call.save()
+        _publish(call, "tool_call.approved" if approve else "tool_call.rejected")
+        _after_decision(call)
+    return call
+
+
+def _after_decision(call: ToolCall) -> None:
+    from sessions_app.services.runs import run_requeue
+
+    if call.run_id is None:
+        if call.status == ToolCallStatus.APPROVED:
+            tool_call_dispatch(call)
+        return
+    if not ToolCall.objects.filter(run_id=call.run_id, status=ToolCallStatus.PENDING).exists():
+        run_requeue(call.run)
+
+
+def tool_call_dispatch(call: ToolCall) -> None:
+    """Run a direct task's approved call on the queue, after commit."""
+    from django_q.tasks import async_task
+
+    call_id, org_id = str(call.pk), call.organization_id
+    transaction.on_commit(lambda: async_task("tools_app.tasks.tool_call_execute_task", call_id, org_id))
+
+
+def tool_calls_expire() -> int:
+    """Pending calls past their deadline fail with ``APPROVAL_TIMEOUT``; their runs continue with that."""
+    from core.tenancy import tenant_context
+
+    expired = list(
+        ToolCall.all_tenants_unsafe.select_related("organization").filter(
+            status=ToolCallStatus.PENDING, expires_at__lt=timezone.now()
+        )
+    )
+    for stale in expired:
+        with tenant_context(stale.organization), transaction.atomic():
+            call = ToolCall.objects.select_for_update().select_related("session", "run").get(pk=stale.pk)
+            if call.status != ToolCallStatus.PENDING:
+                continue
+            _fail(
+                call,
+                SwitchboardError(ErrorCode.APPROVAL_TIMEOUT, "Nobody decided in time; the call was not run."),
+            )
+            _after_decision(call)
+    return len(expired)
+
+
+# --- execution -------------------------------------------------------------------------------------------
+
+
+def tool_call_execute(call: ToolCall, user=None) -> ToolCall:
+    """Run an approved call's handler once, with its timeout. Marks the start first (row lock): a call
+    found started but unfinished (its worker died) is failed, never run a second time."""
+    with transaction.atomic():
+        call = ToolCall.objects.select_for_update().select_related("session").get(pk=call.pk)
+        if call.status != ToolCallStatus.APPROVED:
+            return call
+        if call.started_at is not None:
+            _fail(
+                call,
+                SwitchboardError(
+                    ErrorCode.TOOL_EXECUTION_FAILED,
+                    "The worker stopped while this call ran; it is not run twice.",
+                ),
+            )
+            return call
+        if call.approved_hash != arguments_hash(call.arguments):
+            _fail(
+                call,
+                SwitchboardError(
+                    ErrorCode.APPROVAL_REJECTED, "The arguments changed after approval; the call was not run."
+                ),
+            )
+            return call
+        call.started_at = timezone.now()
+        call.save(update_fields=["started_at"])
+    spec = get_tool(call.tool_name)
+    started = time.monotonic()
+    try:
+        result = _run_with_timeout(
+            spec, ToolContext(call.session.organization, call.session, call, user), call.arguments
+        )
+    except SwitchboardError as error:
+        with transaction.atomic():
+            _fail(call, error)
+        return call
+    finally:
+        metrics.tool_seconds.labels(tool=call.tool_name).observe(time.monotonic() - started)
+    with transaction.atomic():
+        call.status, call.result, call.completed_at = ToolCallStatus.COMPLETED, result, timezone.now()
+        call.save(update_fields=["status", "result", "completed_at"])
+        metrics.tool_calls.labels(tool=call.tool_name, status="completed").inc()
+        _publish(call, "tool_call.completed")
+    return call
+
+
+def _run_with_timeout(spec: ToolSpec, ctx: ToolContext, arguments: dict[str, Any]) -> Any:
+    from tools_app.builtin.tools import ToolFailed
+
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = spec.handler(ctx, arguments)
+        except BaseException as exc:  # handed back to the caller's thread
+            outcome["error"] = exc
+
+    from core.tenancy import tenant_context
+
+    def scoped() -> None:
+        with tenant_context(ctx.organization):
+            try:
+                target()
+            finally:
+                from django.db import connection
+
+                connection.close()
+
+    thread = threading.Thread(target=scoped, daemon=True, name=f"tool-{spec.name}")
+    thread.start()
+    thread.join(spec.timeout)
+    if thread.is_alive():
+        raise SwitchboardError(
+            ErrorCode.TOOL_TIMEOUT, f"{spec.name} did not finish within {spec.timeout:g} s."
+        )
+    error = outcome.get("error")
+    if isinstance(error, SwitchboardError):
+        raise error
+    if isinstance(error, ToolFailed):
+        raise SwitchboardError(ErrorCode.TOOL_EXECUTION_FAILED, str(error))
+    if error is not None:
+        logger.warning("tool %s raised", spec.name, exc_info=error)
+        raise SwitchboardError(ErrorCode.TOOL_EXECUTION_FAILED, f"{spec.name} failed: {type(error).__name__}")
+    return json.loads(json.dumps(outcome.get("result"), default=str))  # stored as JSON: make it plain
+
+
+def tool_result_text(call: ToolCall) -> str:
+    """What the model reads back for a call."""
+    if call.status == ToolCallStatus.COMPLETED:
+        return json.dumps(call.result, ensure_ascii=False, default=str)
+    if call.status == ToolCallStatus.REJECTED:
+        why = f" Reason: {call.reason}" if call.reason else ""
+        return json.dumps(
+            {
+                "error": {
+                    "code": call.error_code or ErrorCode.APPROVAL_REJECTED.value,
+                    "message": f"The call was rejected.{why}",
+                }
+            }
+        )
+    return json.dumps({"error": {"code": call.error_code, "message": call.error_message}}, ensure_ascii=False)
+
+
+def tool_call_answer(call: ToolCall) -> Message:
+    """Append the ``tool`` message carrying the call's outcome; once per call."""
+    existing = Message.objects.filter(tool_call=call, role=MessageRole.TOOL).first()
+    if existing is not None:
+        return existing
+    return message_append(
+        call.session,
+        role=MessageRole.TOOL,
+        content=tool_result_text(call),
+        run=call.run,
+        tool_call=call,
+        metadata={"tool_call_id": call.call_id, "tool_name": call.tool_name},
+    )
