@@ -7,6 +7,13 @@ class CoreConfig(AppConfig):
     name = "core"
     verbose_name = "Tenancy"
 
+    def ready(self) -> None:
+        from django.db.models.signals import post_migrate
+
+        from core.schedules import schedules_ensure
+
+        post_migrate.connect(schedules_ensure, sender=self, dispatch_uid="switchboard-schedules")
+
 
 class SwitchboardAdminConfig(admin_apps.AdminConfig):
     default = False

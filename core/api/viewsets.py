@@ -14,6 +14,7 @@ from django.db import models
 from rest_framework import viewsets
 
 from core.access import Access, get_object_in_org, resolve_access
+from core.api.idempotency import IdempotentReplay, idempotency_begin, idempotency_finish
 from core.errors import ErrorCode, SwitchboardError
 from core.models import ApiKey, Role
 from core.tenancy import tenant_context
@@ -45,11 +46,23 @@ class TenantScopedViewSet(viewsets.GenericViewSet):
     # --- request set-up ---------------------------------------------------------------------------
     def dispatch(self, request, *args, **kwargs):
         self._tenant_scope = None
+        self._idempotency = None
         try:
             return super().dispatch(request, *args, **kwargs)
         finally:
             if self._tenant_scope is not None:
                 self._tenant_scope.__exit__(None, None, None)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        if self._idempotency is not None:
+            idempotency_finish(self._idempotency, response)
+            self._idempotency = None
+        return super().finalize_response(request, response, *args, **kwargs)
+
+    def handle_exception(self, exc):
+        if isinstance(exc, IdempotentReplay):
+            return exc.response()
+        return super().handle_exception(exc)
 
     def initial(self, request, *args, **kwargs) -> None:
         super().initial(request, *args, **kwargs)  # authentication, IsAuthenticated, throttling
@@ -60,6 +73,7 @@ class TenantScopedViewSet(viewsets.GenericViewSet):
         self._tenant_scope = tenant_context(self.organization)
         self._tenant_scope.__enter__()
         self.check_role()
+        self._idempotency = idempotency_begin(request, self.access)
 
     def required_role(self) -> str:
         if self.action in self.action_roles:

@@ -48,6 +48,15 @@ def system_prompt(session: Session, agent: Agent) -> str:
 
 
 def _as_openai(message: Message) -> dict[str, Any]:
+    direct_task = message.role == MessageRole.TOOL and (
+        message.tool_call is None or message.tool_call.run_id is None
+    )
+    if direct_task:  # a person ran the tool: no model turn asked for it, so tell the model in plain words
+        name = message.metadata.get("tool_name", "a")
+        return {
+            "role": "user",
+            "content": f"[A person ran the {name} tool directly. Result: {message.content}]",
+        }
     if message.role == MessageRole.TOOL:
         call_id = message.metadata.get("tool_call_id") or (
             message.tool_call.call_id if message.tool_call else ""

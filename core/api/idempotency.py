@@ -1,0 +1,104 @@
+"""``Idempotency-Key`` on POSTs that create something.
+
+The first request with a key records itself as in flight (a unique row per organization, caller and
+key) and, when it finishes, its response. A retry with the same key and body gets that response again;
+the same key with another body is ``IDEMPOTENCY_KEY_REUSED`` (422); a retry while the first is still in
+flight is ``IDEMPOTENCY_KEY_IN_USE`` (409). A 5xx is not kept, so the client may retry it. Records
+expire after ``IDEMPOTENCY_TTL_HOURS``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from rest_framework.response import Response
+
+from core.access import Access
+from core.errors import ErrorCode, SwitchboardError
+from core.models import IdempotencyRecord
+
+HEADER = "Idempotency-Key"
+
+
+class IdempotentReplay(Exception):
+    """Carries the recorded response of an earlier request with the same key."""
+
+    def __init__(self, record: IdempotencyRecord) -> None:
+        self.record = record
+
+    def response(self) -> Response:
+        response = Response(self.record.response_body, status=self.record.response_status)
+        response["Idempotent-Replayed"] = "true"
+        return response
+
+
+def _request_hash(request) -> str:
+    digest = hashlib.sha256()
+    digest.update(request.method.encode())
+    digest.update(request.path.encode())
+    digest.update(request.body or b"")
+    return digest.hexdigest()
+
+
+def idempotency_begin(request, access: Access) -> IdempotencyRecord | None:
+    """Record a keyed POST as in flight, or raise the replay / conflict it is."""
+    key = request.headers.get(HEADER)
+    if request.method != "POST" or not key:
+        return None
+    if len(key) > 255:
+        raise SwitchboardError(ErrorCode.VALIDATION_ERROR, f"{HEADER} is at most 255 characters.")
+    request_hash = _request_hash(request)
+    now = timezone.now()
+    IdempotencyRecord.objects.filter(caller=access.caller_id, key=key, expires_at__lt=now).delete()
+    try:
+        with transaction.atomic():
+            return IdempotencyRecord.objects.create(
+                organization=access.organization,
+                key=key,
+                caller=access.caller_id,
+                method=request.method,
+                path=request.path[:500],
+                request_hash=request_hash,
+                expires_at=now + timedelta(hours=settings.IDEMPOTENCY_TTL_HOURS),
+            )
+    except IntegrityError:
+        existing = IdempotencyRecord.objects.get(caller=access.caller_id, key=key)
+    if existing.request_hash != request_hash:
+        raise SwitchboardError(
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
+            "This Idempotency-Key was used with a different request.",
+            {"key": key},
+        )
+    if existing.in_flight:
+        raise SwitchboardError(
+            ErrorCode.IDEMPOTENCY_KEY_IN_USE,
+            "A request with this Idempotency-Key is still in progress.",
+            {"key": key},
+        )
+    raise IdempotentReplay(existing)
+
+
+def idempotency_finish(record: IdempotencyRecord, response) -> None:
+    """Keep the response for replays; forget a server error so that a retry runs again."""
+    if response.status_code >= 500:
+        IdempotencyRecord.objects.filter(pk=record.pk).delete()
+        return
+    body = getattr(response, "data", None)
+    try:
+        body = json.loads(json.dumps(body, default=str))
+    except (TypeError, ValueError):
+        body = None
+    IdempotencyRecord.objects.filter(pk=record.pk).update(
+        in_flight=False, response_status=response.status_code, response_body=body
+    )
+
+
+def idempotency_cleanup() -> int:
+    """Delete expired records (scheduled)."""
+    deleted, _ = IdempotencyRecord.all_tenants_unsafe.filter(expires_at__lt=timezone.now()).delete()
+    return deleted

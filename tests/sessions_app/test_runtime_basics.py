@@ -1,0 +1,76 @@
+"""The executor against the real openai client and a real HTTP server: reply, coalescing, tool loop."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.tenancy import tenant_context
+from sessions_app.models import Message, MessageStatus, Run, RunStatus, SessionEvent
+from sessions_app.runtime.executor import run_execute
+from sessions_app.services.messages import message_post_user
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def post_and_run(tenant, content="Hello there"):
+    with tenant_context(tenant.org):
+        message, run = message_post_user(tenant.session, content, author=tenant.member)
+        run_execute(str(run.pk))
+        return message, Run.objects.get(pk=run.pk)
+
+
+def event_types(tenant):
+    with tenant_context(tenant.org):
+        return list(SessionEvent.objects.filter(session=tenant.session).order_by("seq").values_list("type", flat=True))
+
+
+def test_streams_reply_and_records_run(world, llm, use_llm):
+    use_llm(world.a)
+    llm.script.reply("The quick brown fox jumps over the lazy dog", delay=0.0)
+    _, run = post_and_run(world.a)
+    assert run.status == RunStatus.COMPLETED
+    assert run.prompt_tokens > 0 and run.completion_tokens > 0
+    assert run.ttft_ms is not None and run.total_ms is not None
+    with tenant_context(world.a.org):
+        reply = Message.objects.get(run=run, role="assistant")
+        chunks = SessionEvent.objects.filter(session=world.a.session, type="stream.chunk").order_by("seq")
+        assert "".join(e.data["delta"] for e in chunks) == reply.content
+    assert reply.content == "The quick brown fox jumps over the lazy dog"
+    assert reply.status == MessageStatus.COMPLETE
+    types = event_types(world.a)
+    tail = types[types.index("run.queued"):]
+    assert tail[:3] == ["run.queued", "worker.spawned", "run.started"]
+    assert tail.index("stream.started") < tail.index("stream.chunk") < tail.index("stream.ended")
+    assert tail[-3:] == ["run.completed", "worker.completed", "session.updated"]
+    request = llm.chat_requests[-1]
+    assert request.body["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert request.body["messages"][-1] == {"role": "user", "content": "Hello there"}
+    assert request.body["model"] == "test-model"
+
+
+def test_stream_is_coalesced(world, llm, use_llm):
+    use_llm(world.a)
+    text = " ".join(f"w{i}" for i in range(400))
+    llm.script.reply(text, delay=0.0005)
+    _, run = post_and_run(world.a)
+    with tenant_context(world.a.org):
+        chunks = list(SessionEvent.objects.filter(session=world.a.session, type="stream.chunk").order_by("seq"))
+    assert "".join(e.data["delta"] for e in chunks) == text
+    assert len(chunks) < 400 / 4  # many deltas per flushed chunk event
+
+
+def test_tool_call_loop_auto(world, llm, use_llm):
+    with tenant_context(world.a.org):
+        world.a.agent.tools = ["calculator"]
+        world.a.agent.save()
+    use_llm(world.a)
+    llm.script.tool_call("calculator", {"expression": "6*7"}).reply("It is 42.")
+    _, run = post_and_run(world.a, "what is 6*7?")
+    assert run.status == RunStatus.COMPLETED
+    second = llm.chat_requests[1].body
+    assert second["messages"][-2]["tool_calls"][0]["function"]["name"] == "calculator"
+    assert second["messages"][-1]["role"] == "tool"
+    assert '"result": 42' in second["messages"][-1]["content"]
+    with tenant_context(world.a.org):
+        assert list(Message.objects.filter(session=world.a.session).values_list("role", flat=True)) == [
+            "user", "assistant", "tool", "assistant"]
