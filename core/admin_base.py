@@ -42,7 +42,10 @@ class SwitchboardAdminSite(admin.AdminSite):
 
 def managed_org_ids(request) -> list[int] | None:
     """Organizations the staff user administers; None for superusers (all of them)."""
-    if request.user.is_superuser:
+    user = request.user
+    if not (user.is_authenticated and user.is_active and user.is_staff):
+        return []  # the login page lists apps too: nobody signed in manages anything
+    if user.is_superuser:
         return None
     if not hasattr(request, "_managed_org_ids"):
         request._managed_org_ids = list(
