@@ -121,7 +121,7 @@ else:
 
 Q_CLUSTER = {
     "name": env.str("Q_CLUSTER_NAME", default="switchboard"),
-    "workers": env.int("Q_WORKERS", default=2),
+    "workers": env.int("Q_WORKERS", default=4),  # each worker streams one run at a time
     "timeout": env.int("Q_TASK_TIMEOUT", default=600),
     "retry": env.int("Q_TASK_TIMEOUT", default=600) + 60,
     "max_attempts": 1,
@@ -223,6 +223,23 @@ API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=300)
 MESSAGE_MAX_CHARS = env.int("MESSAGE_MAX_CHARS", default=100_000)
 SESSION_IDLE_TIMEOUT_MINUTES = env.int("SESSION_IDLE_TIMEOUT_MINUTES", default=60)
 APPROVAL_TIMEOUT_SECONDS = env.int("APPROVAL_TIMEOUT_SECONDS", default=3600)
+# Execution sessions (persistent shell/python interpreters in a bubblewrap sandbox): off by default, then
+# for organization admins only. ALLOW_UNSAFE runs them WITHOUT isolation when bubblewrap cannot start.
+ENABLE_EXEC_SESSIONS = env.bool("ENABLE_EXEC_SESSIONS", default=False)
+EXEC_SESSIONS_ALLOW_UNSAFE = env.bool("EXEC_SESSIONS_ALLOW_UNSAFE", default=False)
+EXEC_DEFAULT_TIMEOUT_SECONDS = env.float("EXEC_DEFAULT_TIMEOUT_SECONDS", default=30.0)
+EXEC_MAX_TIMEOUT_SECONDS = env.float("EXEC_MAX_TIMEOUT_SECONDS", default=300.0)
+EXEC_SESSION_TTL_SECONDS = env.int("EXEC_SESSION_TTL_SECONDS", default=3600)
+EXEC_SESSION_IDLE_SECONDS = env.int("EXEC_SESSION_IDLE_SECONDS", default=900)
+EXEC_OUTPUT_LIMIT_BYTES = env.int("EXEC_OUTPUT_LIMIT_BYTES", default=65536)
+EXEC_MEMORY_MB = env.int("EXEC_MEMORY_MB", default=512)
+EXEC_CPU_SECONDS = env.int("EXEC_CPU_SECONDS", default=300)
+EXEC_MAX_PROCESSES = env.int("EXEC_MAX_PROCESSES", default=64)
+EXEC_MAX_FILE_MB = env.int("EXEC_MAX_FILE_MB", default=100)
+# Session workdirs and control sockets; every directory above it must be world-searchable (o+x).
+EXEC_ROOT = Path(env.str("EXEC_ROOT", default=str(DATA_DIR / "exec")))
+# The audit trail on disk: ACTIVITY_DIR/YYYY-MM-DD/session_<id>/meta.json, 01-exec.json, ...
+ACTIVITY_DIR = Path(env.str("ACTIVITY_DIR", default=str(DATA_DIR / "activity")))
 
 LOGGING = {
     "version": 1,
