@@ -16,6 +16,7 @@ from sessions_app.api.views import (
     TemplateViewSet,
 )
 from sessions_app.sse import session_stream
+from tools_app.api.exec_views import ExecSessionViewSet
 from tools_app.api.views import DirectTaskViewSet, ToolCallViewSet, ToolPolicyViewSet, ToolViewSet
 
 org_router = SimpleRouter()
@@ -28,6 +29,7 @@ org_router.register(r"sessions/(?P<session_id>[^/.]+)/tasks", DirectTaskViewSet,
 org_router.register("tool-calls", ToolCallViewSet, basename="tool-call")
 org_router.register("tools", ToolViewSet, basename="tool")
 org_router.register("tool-policies", ToolPolicyViewSet, basename="tool-policy")
+org_router.register("exec-sessions", ExecSessionViewSet, basename="exec-session")
 org_router.register("providers", ProviderCredentialViewSet, basename="provider")
 org_router.register("stream-ticket", StreamTicketViewSet, basename="stream-ticket")
 org_router.register("tags", TagViewSet, basename="tag")

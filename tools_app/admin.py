@@ -1,7 +1,9 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
-from core.admin_base import TenantScopedAdmin
-from tools_app.models import ToolCall
+from core.admin_base import TenantScopedAdmin, TenantScopedTabularInline
+from core.errors import SwitchboardError
+from tools_app.models import ExecSession, ExecSessionStatus, Execution, ToolCall
+from tools_app.services.exec_sessions import exec_session_stop
 
 
 @admin.register(ToolCall)
@@ -20,3 +22,60 @@ class ToolCallAdmin(TenantScopedAdmin):
     search_fields = ["tool_name", "session__id", "call_id"]
     raw_id_fields = ["session", "message", "run", "decided_by"]
     readonly_fields = ["arguments_hash", "approved_hash", "created_at"]
+
+
+class ExecutionInline(TenantScopedTabularInline):
+    model = Execution
+    can_delete = False
+    show_change_link = False
+    fields = ["number", "code", "output", "exit_code", "timed_out", "truncated", "context_lost", "started_at"]
+    readonly_fields = [*fields, "duration_ms"]
+    ordering = ["number"]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(ExecSession)
+class ExecSessionAdmin(TenantScopedAdmin):
+    list_display = [
+        "__str__",
+        "organization",
+        "mode",
+        "status",
+        "created_by",
+        "host",
+        "started_at",
+        "stopped_at",
+    ]
+    list_filter = ["status", "mode", "sandboxed"]
+    search_fields = ["id", "session__id", "created_by__username"]
+    date_hierarchy = "started_at"
+    inlines = [ExecutionInline]
+    actions = ["stop"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in ExecSession._meta.fields]
+
+    def has_add_permission(self, request, *args) -> bool:
+        return False  # sessions start through the API or the python/shell tools
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # Deleting a running row would leave its processes to the reaper: stop it first.
+        if obj is not None and obj.status == ExecSessionStatus.RUNNING:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    @admin.action(description="Stop the selected execution sessions")
+    def stop(self, request, queryset):
+        stopped = 0
+        for exec_session in queryset.filter(status=ExecSessionStatus.RUNNING):
+            try:
+                exec_session_stop(exec_session, reason="admin")
+                stopped += 1
+            except SwitchboardError as exc:
+                self.message_user(request, f"{exec_session}: {exc.message}", messages.WARNING)
+        self.message_user(request, f"Stopped {stopped} execution session(s).")

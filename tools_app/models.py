@@ -148,6 +148,9 @@ class Execution(TenantOwnedModel):
     exit_code = models.IntegerField(null=True, blank=True)
     timed_out = models.BooleanField(default=False)
     truncated = models.BooleanField(default=False)
+    context_lost = models.BooleanField(
+        default=False, help_text="The interpreter was killed during this execution; its state was reset."
+    )
     tool_call = models.ForeignKey(
         ToolCall, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
