@@ -11,6 +11,7 @@ from __future__ import annotations
 from functools import update_wrapper
 
 from django.contrib import admin
+from django.contrib.admin.utils import get_fields_from_path
 from django.db import models
 
 from core.models import Membership, Organization, Role
@@ -121,7 +122,15 @@ class TenantScopedAdmin(TenantScopedPermissions, admin.ModelAdmin):
     list_select_related = ("organization",)
 
     def get_list_filter(self, request):
-        return (("organization", admin.RelatedOnlyFieldListFilter), *super().get_list_filter(request))
+        # A plain filter on a relation lists every row of the related model, other organizations' too;
+        # RelatedOnlyFieldListFilter offers only values found in this admin's (scoped) rows.
+        filters = [
+            (entry, admin.RelatedOnlyFieldListFilter)
+            if isinstance(entry, str) and get_fields_from_path(self.model, entry)[-1].is_relation
+            else entry
+            for entry in super().get_list_filter(request)
+        ]
+        return (("organization", admin.RelatedOnlyFieldListFilter), *filters)
 
 
 class TenantScopedTabularInline(TenantScopedPermissions, admin.TabularInline):

@@ -21,13 +21,16 @@ def visible_templates() -> models.QuerySet[SessionTemplate]:
     return SessionTemplate.objects.exclude(pk__in=copied)
 
 
-def tags_by_name(names: list[str]) -> list[Tag]:
-    """Resolve tag names, the organization's own before presets; unknown names are ``VALIDATION_ERROR``."""
+def tags_by_name(names: list[str], *, missing_ok: bool = False) -> list[Tag]:
+    """Resolve tag names, the organization's own before presets; unknown names are ``VALIDATION_ERROR``
+    (or left out with ``missing_ok``)."""
     found: dict[str, Tag] = {}
     for tag in visible_tags().filter(name__in=names):
         if tag.name not in found or tag.organization_id is not None:
             found[tag.name] = tag
     missing = [n for n in names if n not in found]
+    if missing_ok:
+        return [found[n] for n in dict.fromkeys(names) if n in found]
     if missing:
         raise SwitchboardError(
             ErrorCode.VALIDATION_ERROR, "Unknown tags.", {"tags": [f"Tag not found: {n}" for n in missing]}

@@ -3,11 +3,13 @@ case is one line: act as ``world.b.member`` on ``world.a``'s objects."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
 from rest_framework.test import APIClient
 
 from core.api_keys import api_key_issue
@@ -43,10 +45,18 @@ class World:
     b: Tenant
 
 
+@functools.cache
+def _password_hash(password: str) -> str:
+    # A real PBKDF2 hash (servers started by end-to-end tests check it), made once per password: at a
+    # quarter of a second each, hashing the same eight passwords for every test would dominate the suite.
+    return make_password(password)
+
+
 def make_user(username: str, **extra) -> Any:
-    return User.objects.create_user(
-        username=username, email=f"{username}@example.com", password="pw-" + username, **extra
-    )
+    user = User.objects.create_user(username=username, email=f"{username}@example.com", **extra)
+    user.password = _password_hash("pw-" + username)
+    user.save(update_fields=["password"])
+    return user
 
 
 def make_tenant(slug: str) -> Tenant:

@@ -31,7 +31,10 @@ def client(server: LLMServer, **kw: object) -> openai.OpenAI:
 def test_streaming_text_with_usage(server: LLMServer) -> None:
     server.script.reply("Hello streaming world", chunks=3, delay=0.001)
     stream = client(server).chat.completions.create(
-        model="m1", messages=MSGS, stream=True, stream_options={"include_usage": True}  # type: ignore[arg-type]
+        model="m1",
+        messages=MSGS,
+        stream=True,
+        stream_options={"include_usage": True},  # type: ignore[arg-type]
     )
     chunks = list(stream)
     deltas = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
@@ -69,8 +72,10 @@ def test_parallel_tool_calls_streamed(server: LLMServer) -> None:
         ("search", {"q": "news today"}),
         chunks=4,
     )
-    tools = [{"type": "function", "function": {"name": n, "parameters": {"type": "object"}}}
-             for n in ("get_weather", "search")]
+    tools = [
+        {"type": "function", "function": {"name": n, "parameters": {"type": "object"}}}
+        for n in ("get_weather", "search")
+    ]
     with client(server).chat.completions.stream(model="m", messages=MSGS, tools=tools) as stream:  # type: ignore[arg-type]
         final = stream.get_final_completion()
     choice = final.choices[0]
@@ -78,7 +83,8 @@ def test_parallel_tool_calls_streamed(server: LLMServer) -> None:
     calls = choice.message.tool_calls or []
     assert [(c.id, c.function.name) for c in calls][0] == ("call_1", "get_weather")  # type: ignore[union-attr]
     assert [json.loads(c.function.arguments) for c in calls] == [  # type: ignore[union-attr]
-        {"city": "Paris", "unit": "c"}, {"q": "news today"}
+        {"city": "Paris", "unit": "c"},
+        {"q": "news today"},
     ]
     assert server.requests[0].body["tools"] == tools  # type: ignore[index]
 
@@ -129,7 +135,9 @@ def test_hang_times_out(server: LLMServer) -> None:
 def test_hang_mid_stream_times_out(server: LLMServer) -> None:
     server.script.hang(partial="first words")
     stream = client(server, timeout=0.3).chat.completions.create(
-        model="m", messages=MSGS, stream=True  # type: ignore[arg-type]
+        model="m",
+        messages=MSGS,
+        stream=True,  # type: ignore[arg-type]
     )
     with pytest.raises(openai.APITimeoutError):
         list(stream)
@@ -208,7 +216,9 @@ def test_cli_process() -> None:
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.support.llm_server", "--port", "0", "--tokens", "5", "--delay-ms", "1"],
-        cwd=root, stdout=subprocess.PIPE, text=True,
+        cwd=root,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None

@@ -42,6 +42,11 @@ class MeSerializer(serializers.Serializer):
     is_superuser = serializers.BooleanField()
     api_key = serializers.DictField(allow_null=True)
     memberships = MyMembershipSerializer(many=True)
+    organizations = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="Superusers only: the slug of every organization.",
+    )
 
 
 class MembershipSerializer(serializers.ModelSerializer):

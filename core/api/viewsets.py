@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import models
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import viewsets
 
 from core.access import Access, get_object_in_org, resolve_access
@@ -114,6 +116,7 @@ class TenantScopedViewSet(viewsets.GenericViewSet):
         serializer.save(organization=self.organization)
 
 
+@extend_schema(parameters=[OpenApiParameter("session_id", OpenApiTypes.UUID, OpenApiParameter.PATH)])
 class SessionChildViewSet(TenantScopedViewSet):
     """Endpoints under ``sessions/<session_id>/``: the session is fetched by ``(id, organization)`` first."""
 

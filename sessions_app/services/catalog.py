@@ -59,18 +59,21 @@ def tag_create(*, organization: Organization, name: str, color: str) -> Tag:
 
 
 def tag_update(tag: Tag, *, organization: Organization, **fields: Any) -> Tag:
-    """Change a tag; a system preset is copied into the organization first (copy on write)."""
+    """Change a tag; a system preset is copied into the organization first (copy on write).
+
+    The copy is saved once, with the changes, so a name taken in the organization is a ``CONFLICT``.
+    """
     with transaction.atomic():
+        preset = None
         if tag.organization_id is None:
-            copy = Tag.objects.filter(organization=organization, source=tag).first()
-            if copy is None:
-                copy = Tag.objects.create(
-                    organization=organization, name=tag.name, color=tag.color, source=tag, is_system=False
-                )
-            for session in Session.objects.filter(tags=tag):
-                session.tags.remove(tag)
-                session.tags.add(copy)
-            tag = copy
+            preset = tag
+            tag = Tag.objects.filter(organization=organization, source=preset).first() or Tag(
+                organization=organization,
+                name=preset.name,
+                color=preset.color,
+                source=preset,
+                is_system=False,
+            )
         for name, value in fields.items():
             setattr(tag, name, value)
         try:
@@ -78,6 +81,10 @@ def tag_update(tag: Tag, *, organization: Organization, **fields: Any) -> Tag:
                 tag.save()
         except IntegrityError:
             raise _conflict("tag", tag.name) from None
+        if preset is not None:
+            for session in Session.objects.filter(tags=preset):
+                session.tags.remove(preset)
+                session.tags.add(tag)
     return tag
 
 
@@ -98,21 +105,24 @@ def template_create(*, organization: Organization, **fields: Any) -> SessionTemp
 def template_update(
     template: SessionTemplate, *, organization: Organization, **fields: Any
 ) -> SessionTemplate:
-    """Change a template; a system template is copied into the organization first (copy on write)."""
+    """Change a template; a system template is copied into the organization first (copy on write).
+
+    The copy is saved once, with the changes, so a name taken in the organization is a ``CONFLICT``.
+    """
     with transaction.atomic():
         if template.organization_id is None:
-            copy = SessionTemplate.objects.filter(organization=organization, source=template).first()
-            if copy is None:
-                copy = SessionTemplate.objects.create(
-                    organization=organization,
-                    name=template.name,
-                    description=template.description,
-                    agent=None,
-                    config=template.config,
-                    tags=template.tags,
-                    source=template,
-                )
-            template = copy
+            preset = template
+            template = SessionTemplate.objects.filter(
+                organization=organization, source=preset
+            ).first() or SessionTemplate(
+                organization=organization,
+                name=preset.name,
+                description=preset.description,
+                agent=None,
+                config=preset.config,
+                tags=preset.tags,
+                source=preset,
+            )
         for name, value in fields.items():
             setattr(template, name, value)
         try:

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from core.errors import ErrorCode, SwitchboardError
 from core.events import event_publish
+from core.metrics import metrics
 from core.models import Organization
 from sessions_app.config import validate_session_config
 from sessions_app.models import (
@@ -25,6 +26,7 @@ from sessions_app.models import (
     SessionTemplate,
     Tag,
 )
+from sessions_app.selectors import tags_by_name
 
 # action -> (target status, statuses it may start from, event type)
 TRANSITIONS: dict[str, tuple[str, tuple[str, ...], str]] = {
@@ -55,7 +57,7 @@ def session_create(
     merged: dict[str, Any] = {}
     if template is not None:
         merged.update(template.config or {})
-    merged.update(config or {})
+    merged.update(validate_session_config(config))  # first on its own: it may not even be an object
     clean = validate_session_config(merged)
     if metadata is not None and not isinstance(metadata, dict):
         raise SwitchboardError(ErrorCode.VALIDATION_ERROR, "metadata must be an object.")
@@ -73,10 +75,12 @@ def session_create(
         )
         tag_objects = list(tags or [])
         if template is not None and template.tags:
-            tag_objects += list(Tag.objects.filter(name__in=template.tags))
+            # The organization's own tag (or its copy of a preset) wins; tags deleted since are skipped.
+            tag_objects += tags_by_name(template.tags, missing_ok=True)
         if tag_objects:
             session.tags.set({t.pk: t for t in tag_objects}.values())
         event_publish(session, "session.created", session_snapshot(session))
+        transaction.on_commit(metrics.sessions_created.inc)
     return session
 
 
@@ -171,7 +175,7 @@ def session_update(
             locked.name = name
             fields.append("name")
         if config is not None:
-            locked.config = validate_session_config({**locked.config, **config})
+            locked.config = validate_session_config({**locked.config, **validate_session_config(config)})
             fields.append("config")
         if metadata is not None:
             locked.metadata = metadata

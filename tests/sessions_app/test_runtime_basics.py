@@ -21,7 +21,9 @@ def post_and_run(tenant, content="Hello there"):
 
 def event_types(tenant):
     with tenant_context(tenant.org):
-        return list(SessionEvent.objects.filter(session=tenant.session).order_by("seq").values_list("type", flat=True))
+        return list(
+            SessionEvent.objects.filter(session=tenant.session).order_by("seq").values_list("type", flat=True)
+        )
 
 
 def test_streams_reply_and_records_run(world, llm, use_llm):
@@ -38,7 +40,7 @@ def test_streams_reply_and_records_run(world, llm, use_llm):
     assert reply.content == "The quick brown fox jumps over the lazy dog"
     assert reply.status == MessageStatus.COMPLETE
     types = event_types(world.a)
-    tail = types[types.index("run.queued"):]
+    tail = types[types.index("run.queued") :]
     assert tail[:3] == ["run.queued", "worker.spawned", "run.started"]
     assert tail.index("stream.started") < tail.index("stream.chunk") < tail.index("stream.ended")
     assert tail[-3:] == ["run.completed", "worker.completed", "session.updated"]
@@ -54,7 +56,9 @@ def test_stream_is_coalesced(world, llm, use_llm):
     llm.script.reply(text, delay=0.0005)
     _, run = post_and_run(world.a)
     with tenant_context(world.a.org):
-        chunks = list(SessionEvent.objects.filter(session=world.a.session, type="stream.chunk").order_by("seq"))
+        chunks = list(
+            SessionEvent.objects.filter(session=world.a.session, type="stream.chunk").order_by("seq")
+        )
     assert "".join(e.data["delta"] for e in chunks) == text
     assert len(chunks) < 400 / 4  # many deltas per flushed chunk event
 
@@ -73,4 +77,8 @@ def test_tool_call_loop_auto(world, llm, use_llm):
     assert '"result": 42' in second["messages"][-1]["content"]
     with tenant_context(world.a.org):
         assert list(Message.objects.filter(session=world.a.session).values_list("role", flat=True)) == [
-            "user", "assistant", "tool", "assistant"]
+            "user",
+            "assistant",
+            "tool",
+            "assistant",
+        ]

@@ -256,6 +256,7 @@ class _Aborted(Exception):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive + chunked streaming, like the real API
+    disable_nagle_algorithm = True  # each SSE event leaves at once, not after the client's delayed ACK
     server: _HTTPServer
 
     def setup(self) -> None:
@@ -364,8 +365,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send_json(resp.status, _error_body(resp.message, resp.type, resp.code), headers)
         stream = bool(body.get("stream"))
         model = body.get("model") or "test-model"
-        base = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": model,
-                "system_fingerprint": "fp_test"}
+        base = {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": "fp_test",
+        }
         prompt = sum(count_tokens(_text_of(m.get("content"))) + 3 for m in body.get("messages", []))
 
         if isinstance(resp, Hang):
@@ -466,8 +471,16 @@ class _HTTPServer(ThreadingHTTPServer):
 class LLMServer:
     """OpenAI-compatible server running in a background thread on a loopback port."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, tokens: int | None = None,
-                 delay: float = 0.0, models: list[str] | None = None, verbose: bool = False) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        tokens: int | None = None,
+        delay: float = 0.0,
+        models: list[str] | None = None,
+        verbose: bool = False,
+    ) -> None:
         self.host, self.port, self.verbose = host, port, verbose
         self.models = models or ["test-model", "gpt-4o-mini"]
         self.script = Script()
@@ -488,8 +501,12 @@ class LLMServer:
         self._httpd = _HTTPServer((self.host, self.port), _Handler)
         self._httpd.owner = self
         self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"llm-server-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"llm-server-{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -563,8 +580,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
-    server = LLMServer(args.host, args.port, tokens=args.tokens, delay=args.delay_ms / 1000,
-                       verbose=args.verbose)
+    server = LLMServer(
+        args.host, args.port, tokens=args.tokens, delay=args.delay_ms / 1000, verbose=args.verbose
+    )
     server.start()
     print(server.base_url, flush=True)
     try:
