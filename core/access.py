@@ -23,6 +23,7 @@ _SCOPE_ROLE = [
     (ApiKeyScope.ADMIN, Role.ADMIN),
     (ApiKeyScope.WRITE, Role.MEMBER),
     (ApiKeyScope.READ, Role.VIEWER),
+    (ApiKeyScope.APPROVE, Role.VIEWER),  # an approvals bot reads what it decides on
 ]
 
 
@@ -47,8 +48,9 @@ class Access:
         return role_at_least(self.role, minimum)
 
     def may_approve(self) -> bool:
-        if self.api_key is not None and not self.api_key.has_scope(ApiKeyScope.APPROVE):
-            return False
+        """Keys need the ``approve`` scope; people need to be at least members."""
+        if self.api_key is not None:
+            return self.api_key.has_scope(ApiKeyScope.APPROVE)
         return self.has_role(Role.MEMBER)
 
 

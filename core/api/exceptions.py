@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DatabaseError
+from django.db import DatabaseError, IntegrityError
 from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.response import Response
@@ -80,6 +80,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
             status = 401
         return Response(body, status=status, headers=headers)
+    if isinstance(exc, IntegrityError):  # a uniqueness race the service did not foresee: the request conflicts
+        logger.warning("integrity error in %s: %s", view.__class__.__name__ if view else "?", exc)
+        return Response(error_body(ErrorCode.CONFLICT, "The request conflicts with existing data."), status=409)
     if isinstance(exc, DatabaseError):
         logger.exception("database error in %s", view.__class__.__name__ if view else "?")
         return Response(error_body(ErrorCode.DATABASE_ERROR, _MESSAGES[ErrorCode.DATABASE_ERROR]), status=503)
