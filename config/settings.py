@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "sessions_app",
     "tools_app",
     "history_app",
+    "web",
 ]
 
 MIDDLEWARE = [
@@ -108,7 +109,14 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1500, "expiry": 30},
+            # No socket timeout: channels-redis listens with a 5 s blocking pop, and redis-py's default 5 s
+            # read timeout made every listener idle for 5 s fail ("Timeout reading"); its timed writes also
+            # swallow a cancellation on Python 3.11 (asyncio.wait_for), so consumers outlived their clients.
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+                "capacity": 1500,
+                "expiry": 30,
+            },
         }
     }
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
@@ -187,10 +195,11 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "DEFAULT_GENERATOR_CLASS": "core.api.schema.SwitchboardSchemaGenerator",
-    # Two choice sets share the field name "role": name their enums after what they are.
+    # Choice sets that share a field name ("role", "status") get enums named after what they are.
     "ENUM_NAME_OVERRIDES": {
         "MembershipRoleEnum": "core.models.Role",
         "MessageRoleEnum": "sessions_app.models.MessageRole",
+        "SessionStatusEnum": "sessions_app.models.SessionStatus",
     },
 }
 
@@ -223,6 +232,15 @@ API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=300)
 MESSAGE_MAX_CHARS = env.int("MESSAGE_MAX_CHARS", default=100_000)
 SESSION_IDLE_TIMEOUT_MINUTES = env.int("SESSION_IDLE_TIMEOUT_MINUTES", default=60)
 APPROVAL_TIMEOUT_SECONDS = env.int("APPROVAL_TIMEOUT_SECONDS", default=3600)
+# History: attachments (size per file, files per message, allowed types; empty = every analysable type),
+# imports (largest JSONL file accepted) and how long computed statistics stay cached.
+ATTACHMENT_MAX_BYTES = env.int("ATTACHMENT_MAX_BYTES", default=10 * 1024 * 1024)
+ATTACHMENT_MAX_FILES = env.int("ATTACHMENT_MAX_FILES", default=10)
+ATTACHMENT_ALLOWED_TYPES = env.list("ATTACHMENT_ALLOWED_TYPES", default=[])
+IMPORT_MAX_BYTES = env.int("IMPORT_MAX_BYTES", default=50 * 1024 * 1024)
+STATISTICS_CACHE_SECONDS = env.int("STATISTICS_CACHE_SECONDS", default=3600)
+# Search ranks at most this many matches of a query (more: the page is marked approximate).
+SEARCH_RANK_CANDIDATES = env.int("SEARCH_RANK_CANDIDATES", default=1000)
 # Execution sessions (persistent shell/python interpreters in a bubblewrap sandbox): off by default, then
 # for organization admins only. ALLOW_UNSAFE runs them WITHOUT isolation when bubblewrap cannot start.
 ENABLE_EXEC_SESSIONS = env.bool("ENABLE_EXEC_SESSIONS", default=False)

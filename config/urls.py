@@ -15,6 +15,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("metrics", metrics_view, name="metrics"),
     path("healthz", health_view, name="health"),
+    path("", include("web.urls")),
 ]
 
 

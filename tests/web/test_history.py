@@ -1,0 +1,122 @@
+"""History in the browser: search and open the hit, bookmarks, export, fork, attachments."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from playwright.sync_api import expect
+
+from tests.web.helpers import FINISHED_ASSISTANT, add_messages, make_session
+
+
+def test_search_finds_a_message_and_opens_it_in_its_session(page, tenant, sign_in):
+    other = make_session(tenant, name="Unrelated")
+    add_messages(tenant, other, ("user", "Nothing to see here"))
+    session = make_session(tenant, name="Travel plans")
+    messages = add_messages(
+        tenant,
+        session,
+        ("user", "Where should we go in spring?"),
+        ("assistant", "Kyoto has beautiful cherry blossoms in April."),
+        ("user", "Thanks!"),
+    )
+    sign_in(tenant.member)
+    page.goto(tenant.path("sessions/"))
+    page.get_by_label("Search messages").fill("cherry blossoms")
+    page.get_by_label("Search messages").press("Enter")
+    hits = page.locator(".hit")
+    expect(hits).to_have_count(1)
+    expect(hits.locator("mark").first).to_have_text(re.compile("cherry", re.I))
+    expect(page).to_have_url(re.compile(r"\?.*q=cherry(\+|%20)blossoms"))
+    hits.get_by_role("link").click()
+    expect(page).to_have_url(re.compile(rf"/sessions/{session.pk}/#m-{messages[1].pk}$"))
+    target = page.locator(f"#m-{messages[1].pk}")
+    expect(target).to_contain_text("Kyoto has beautiful cherry blossoms in April.")
+    assert page.evaluate("document.querySelector(':target').id") == f"m-{messages[1].pk}"
+
+
+def test_a_search_the_index_cannot_take_says_why(page, tenant, sign_in):
+    sign_in(tenant.member)
+    page.goto(tenant.path("sessions/?q=a*b"))
+    expect(page.locator("#session-results .flash-error")).to_be_visible()
+
+
+def test_bookmark_a_message_and_find_it_on_the_bookmarks_page(page, tenant, sign_in):
+    session = make_session(tenant, name="Recipes")
+    messages = add_messages(tenant, session, ("user", "Pancakes?"), ("assistant", "Flour, eggs, milk."))
+    sign_in(tenant.member)
+    page.goto(tenant.path(f"sessions/{session.pk}/"))
+    answer = page.locator(f"#m-{messages[1].pk}")
+    answer.get_by_role("button", name="Bookmark").click()
+    expect(answer.get_by_role("button", name="Bookmarked")).to_have_attribute("aria-pressed", "true")
+    page.get_by_role("link", name="Bookmarks").click()
+    entry = page.locator(".bookmark")
+    expect(entry).to_contain_text("Recipes · message #2")
+    expect(entry).to_contain_text("Flour, eggs, milk.")
+    entry.get_by_role("link").click()
+    expect(page).to_have_url(re.compile(rf"#m-{messages[1].pk}$"))
+    # Bookmarking again takes it back.
+    page.locator(f"#m-{messages[1].pk}").get_by_role("button", name="Bookmarked").click()
+    expect(page.locator(f"#m-{messages[1].pk}").get_by_role("button", name="Bookmark")).to_have_attribute(
+        "aria-pressed", "false"
+    )
+    page.goto(tenant.path("bookmarks/"))
+    expect(page.get_by_text("No bookmarks yet.")).to_be_visible()
+
+
+def test_export_downloads_the_session_as_json_lines(page, tenant, sign_in, tmp_path):
+    session = make_session(tenant, name="Exported chat")
+    add_messages(tenant, session, ("user", "Export me"), ("assistant", "Done."))
+    sign_in(tenant.member)
+    page.goto(tenant.path(f"sessions/{session.pk}/"))
+    page.locator(".action-menu summary", has_text="Export").click()
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="JSON Lines (lossless, importable)").click()
+    download = download_info.value
+    assert download.suggested_filename.endswith(".jsonl")
+    path = tmp_path / "export.jsonl"
+    download.save_as(path)
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert records[0]["type"] == "header" and records[0]["format"] == "switchboard-sessions"
+    contents = [r["content"] for r in records if r["type"] == "message"]
+    assert contents == ["Export me", "Done."]
+
+
+def test_fork_from_a_message_opens_a_new_session_with_the_history_up_to_it(page, tenant, sign_in):
+    session = make_session(tenant, name="Original")
+    messages = add_messages(
+        tenant,
+        session,
+        ("user", "First question"),
+        ("assistant", "First answer"),
+        ("user", "Second question"),
+    )
+    sign_in(tenant.member)
+    page.goto(tenant.path(f"sessions/{session.pk}/"))
+    page.locator(f"#m-{messages[1].pk}").get_by_role("button", name="Fork from here").click()
+    expect(page.get_by_role("heading", name="Original (fork)")).to_be_visible()
+    assert str(session.pk) not in page.url
+    expect(page.locator(".msg")).to_have_count(2)
+    expect(page.locator(".msg").last).to_contain_text("First answer")
+    expect(page.get_by_role("link", name="its parent")).to_have_attribute("href", re.compile(str(session.pk)))
+
+
+def test_attachments_are_uploaded_with_a_message_and_shown_with_their_analysis(
+    page, tenant, sign_in, llm, tmp_path
+):
+    llm.script.reply("I read your notes.")
+    notes = tmp_path / "notes.md"
+    notes.write_text("# Shopping\n\n- apples\n- pears\n")
+    session = make_session(tenant)
+    sign_in(tenant.member)
+    page.goto(tenant.path(f"sessions/{session.pk}/"))
+    page.get_by_label("Message").fill("Please read my notes")
+    page.get_by_label("Attach files").set_input_files(str(notes))
+    page.get_by_role("button", name="Send").click()
+    attachment = page.locator(".msg-user .attachment")
+    expect(attachment.locator(".attachment-name")).to_contain_text("notes.md")
+    expect(attachment.locator(".attachment-summary")).not_to_be_empty()
+    expect(page.locator(FINISHED_ASSISTANT)).to_have_text("I read your notes.")
+    # The model got the file's text with the message.
+    assert "apples" in json.dumps(llm.chat_requests[-1].messages)

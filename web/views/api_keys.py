@@ -1,0 +1,67 @@
+"""API keys: admins create them (the secret is shown once, on the page that created it) and revoke them."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from core.api_keys import api_key_issue, api_key_revoke
+from core.errors import ErrorCode, SwitchboardError, not_found
+from core.models import ApiKey, ApiKeyScope, Role
+from web.access import org_view
+from web.selectors import parse_uuid
+
+EXPIRY_CHOICES = [("", "Never"), ("30", "In 30 days"), ("90", "In 90 days"), ("365", "In a year")]
+
+
+def _page(request: HttpRequest, issued=None, status: int = 200) -> HttpResponse:
+    context = {
+        "nav": "keys",
+        "keys": ApiKey.objects.select_related("created_by").order_by("-created_at"),
+        "scopes": ApiKeyScope.choices,
+        "expiry_choices": EXPIRY_CHOICES,
+        "issued": issued,
+    }
+    return render(request, "web/api_keys.html", context, status=status)
+
+
+@org_view(min_role=Role.ADMIN)
+def api_key_list(request: HttpRequest) -> HttpResponse:
+    if request.method != "POST":
+        return _page(request)
+    name = request.POST.get("name", "").strip()
+    scopes = request.POST.getlist("scopes")
+    if not name or len(name) > 100:
+        raise SwitchboardError(ErrorCode.VALIDATION_ERROR, "Give the key a name of at most 100 characters.")
+    if not scopes or set(scopes) - set(ApiKeyScope.values):
+        raise SwitchboardError(ErrorCode.VALIDATION_ERROR, "Choose at least one scope.")
+    days = request.POST.get("expires_in_days", "")
+    expires_at = timezone.now() + timedelta(days=int(days)) if days.isdigit() else None
+    issued = api_key_issue(
+        organization=request.organization,
+        name=name,
+        scopes=scopes,
+        created_by=request.user,
+        expires_at=expires_at,
+    )
+    # Rendered directly (not redirected) so the secret never lands in a session, a log or a URL.
+    response = _page(request, issued=issued, status=201)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_POST
+@org_view(min_role=Role.ADMIN)
+def api_key_revoke_view(request: HttpRequest, key_id) -> HttpResponse:
+    pk = parse_uuid(key_id)
+    key = ApiKey.objects.filter(pk=pk).first() if pk else None
+    if key is None:
+        raise not_found(ErrorCode.API_KEY_NOT_FOUND, "API key")
+    api_key_revoke(key)
+    messages.success(request, f"Key “{key.name}” revoked.")
+    return redirect("web:api-keys", request.organization.slug)
