@@ -18,12 +18,16 @@ class DecryptionError(Exception):
     """A stored secret could not be decrypted with any configured key."""
 
 
-def _fernet() -> MultiFernet:
+def _keys() -> list[str]:
     keys = [k.strip() for k in settings.ENCRYPTION_KEYS if k.strip()]
     if not keys:
         derived = hashlib.sha256(("switchboard-encryption:" + settings.SECRET_KEY).encode()).digest()
         keys = [base64.urlsafe_b64encode(derived).decode()]
-    return MultiFernet([Fernet(k.encode()) for k in keys])
+    return keys
+
+
+def _fernet() -> MultiFernet:
+    return MultiFernet([Fernet(k.encode()) for k in _keys()])
 
 
 def encrypt(plaintext: str) -> str:
@@ -41,4 +45,18 @@ def decrypt(token: str) -> str:
 
 def rotate(token: str) -> str:
     """Re-encrypt ``token`` under the first (newest) key."""
-    return _fernet().rotate(token.encode()).decode() if token else ""
+    if not token:
+        return ""
+    try:
+        return _fernet().rotate(token.encode()).decode()
+    except InvalidToken as exc:
+        raise DecryptionError("cannot decrypt with the configured ENCRYPTION_KEYS") from exc
+
+
+def encrypted_with_current_key(token: str) -> bool:
+    """Whether ``token`` already decrypts with the first (newest) key alone: nothing to rotate."""
+    try:
+        Fernet(_keys()[0].encode()).decrypt(token.encode())
+    except InvalidToken:
+        return False
+    return True

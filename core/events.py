@@ -9,10 +9,15 @@ their ``data`` are documented in ``docs/events.md``.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
+import os
+import queue
+import threading
 from typing import TYPE_CHECKING, Any
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
@@ -108,11 +113,83 @@ def event_publish(session: Session, type: str, data: dict[str, Any] | None = Non
 
 
 def push_live(group: str, envelope: dict[str, Any], message_type: str = "session.event") -> None:
-    """Send an envelope to a channel group. A failure is logged: the event log still has it."""
+    """Send an envelope to a channel group. A failure is logged: the event log still has it.
+
+    In a thread an ASGI server runs sync code on, the send goes through the server's own event loop
+    (the in-memory layer is only safe there). Anywhere else (queue workers, commands) it is handed to
+    this process's :class:`LivePusher`, which sends in order without blocking the caller.
+    """
     layer = get_channel_layer()
     if layer is None:
         return
+    message = {"type": message_type, "event": envelope}
+    if _server_loop() is None:
+        LivePusher.instance().submit(layer, group, message)
+        return
     try:
-        async_to_sync(layer.group_send)(group, {"type": message_type, "event": envelope})
+        async_to_sync(layer.group_send)(group, message)
     except Exception:  # the live push is best effort; the durable log is the source of truth
         logger.exception("live push to %s failed", group)
+
+
+def _server_loop() -> asyncio.AbstractEventLoop | None:
+    """The running event loop whose sync_to_async thread this is (what async_to_sync would use)."""
+    loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+    if loop is None or not loop.is_running():
+        return None
+    if getattr(SyncToAsync.threadlocal, "main_event_loop_pid", None) != os.getpid():
+        return None
+    return loop
+
+
+class LivePusher:
+    """One event loop thread per process that sends live pushes in the order they were made.
+
+    ``async_to_sync`` from a plain thread starts a new event loop per call, and channels-redis keeps its
+    connections per loop: every event paid for a new Redis connection (about 10 ms). Here the loop, and
+    so the connection, lives as long as the process. The caller does not wait; pushes still queued when
+    the process dies are lost, which the event log covers (clients read it back).
+    """
+
+    _instance: LivePusher | None = None
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.pending = 0
+        self.idle = threading.Condition()
+        self.thread = threading.Thread(target=self._run, name="live-pusher", daemon=True)
+        self.thread.start()
+
+    @classmethod
+    def instance(cls) -> LivePusher:
+        with cls._lock:
+            # A forked queue worker inherits the parent's object but not its thread: start its own.
+            if cls._instance is None or cls._instance.pid != os.getpid():
+                cls._instance = cls()
+                atexit.register(cls._instance.flush)
+            return cls._instance
+
+    def submit(self, layer, group: str, message: dict[str, Any]) -> None:
+        with self.idle:
+            self.pending += 1
+        self.queue.put((layer, group, message))
+
+    def flush(self, timeout: float = 2.0) -> bool:
+        """Wait until every submitted push was sent (or failed); False if ``timeout`` passed first."""
+        with self.idle:
+            return self.idle.wait_for(lambda: self.pending == 0, timeout)
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        while True:
+            layer, group, message = self.queue.get()
+            try:
+                loop.run_until_complete(layer.group_send(group, message))
+            except Exception:  # best effort, as above
+                logger.exception("live push to %s failed", group)
+            finally:
+                with self.idle:
+                    self.pending -= 1
+                    self.idle.notify_all()

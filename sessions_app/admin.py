@@ -5,6 +5,7 @@ from django.contrib import admin, messages
 from core.admin_base import TenantScopedAdmin, TenantScopedTabularInline
 from core.errors import SwitchboardError
 from core.tenancy import tenant_context
+from history_app.admin import SessionStatisticsAdminMixin
 from sessions_app.models import Agent, Attachment, Message, Run, Session, SessionEvent, SessionTemplate, Tag
 from sessions_app.services import lifecycle
 from tools_app.models import ToolCall
@@ -74,7 +75,7 @@ def _session_action(transition, done: str):
 
 
 @admin.register(Session)
-class SessionAdmin(TenantScopedAdmin):
+class SessionAdmin(SessionStatisticsAdminMixin, TenantScopedAdmin):
     list_display = [
         "__str__",
         "organization",

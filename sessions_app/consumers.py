@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from typing import Any
 from urllib.parse import parse_qs
@@ -60,6 +61,20 @@ class TenantConsumer(AsyncJsonWebsocketConsumer):
 
     async def on_connect(self) -> None:
         await self.accept()
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
+        # A binary, empty or non-JSON frame is answered like any bad frame; the connection stays open
+        # (the base class raises, which drops the connection).
+        try:
+            content = json.loads(text_data) if text_data else None
+        except ValueError:
+            content = None
+        if content is None:
+            await self.send_error(
+                SwitchboardError(ErrorCode.VALIDATION_ERROR, "A frame is a JSON text object.")
+            )
+            return
+        await self.receive_json(content, **kwargs)
 
     async def send_error(self, error: SwitchboardError, ref: Any = None) -> None:
         body = error.as_dict()
@@ -156,12 +171,6 @@ class SessionConsumer(TenantConsumer):
         except Exception:
             logger.exception("websocket command failed")
             await self.send_error(SwitchboardError(ErrorCode.INTERNAL_ERROR, "The command failed."), ref)
-
-    async def decode_json(self, text_data: str) -> Any:
-        try:
-            return await super().decode_json(text_data)
-        except ValueError:
-            return {"type": None, "_invalid": True}
 
     # --- commands ----------------------------------------------------------------------------------------
 
@@ -307,6 +316,9 @@ class ApprovalsConsumer(TenantConsumer):
                 await self.send_json(reply)
             except SwitchboardError as error:
                 await self.send_error(error, ref)
+            except Exception:
+                logger.exception("approvals websocket command failed")
+                await self.send_error(SwitchboardError(ErrorCode.INTERNAL_ERROR, "The command failed."), ref)
         elif isinstance(content, dict) and content.get("type") == "ping":
             await self.send_json({"type": "pong"})
         else:

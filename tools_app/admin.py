@@ -1,9 +1,13 @@
 from django.contrib import admin, messages
 
+from core.access import Access
 from core.admin_base import TenantScopedAdmin, TenantScopedTabularInline
 from core.errors import SwitchboardError
-from tools_app.models import ExecSession, ExecSessionStatus, Execution, ToolCall
+from core.models import Membership, Role
+from core.tenancy import tenant_context
+from tools_app.models import ExecSession, ExecSessionStatus, Execution, ToolCall, ToolCallStatus
 from tools_app.services.exec_sessions import exec_session_stop
+from tools_app.services.tool_calls import tool_call_decide
 
 
 @admin.register(ToolCall)
@@ -22,6 +26,33 @@ class ToolCallAdmin(TenantScopedAdmin):
     search_fields = ["tool_name", "session__id", "call_id"]
     raw_id_fields = ["session", "message", "run", "decided_by"]
     readonly_fields = ["arguments_hash", "approved_hash", "created_at"]
+    actions = ["approve_calls", "reject_calls"]
+
+    @admin.action(description="Approve the selected pending tool calls")
+    def approve_calls(self, request, queryset):
+        self._decide(request, queryset, approve=True)
+
+    @admin.action(description="Reject the selected pending tool calls")
+    def reject_calls(self, request, queryset):
+        self._decide(request, queryset, approve=False)
+
+    def _decide(self, request, queryset, *, approve: bool) -> None:
+        """Through the one decision service, as the staff user acting in each call's organization."""
+        decided = 0
+        for call in queryset.filter(status=ToolCallStatus.PENDING).select_related("organization"):
+            membership = Membership.all_tenants_unsafe.filter(
+                organization=call.organization, user=request.user
+            ).first()
+            role = membership.role if membership else (Role.OWNER if request.user.is_superuser else None)
+            access = Access(organization=call.organization, role=role, user=request.user)
+            reason = f"{'Approved' if approve else 'Rejected'} in the admin by {request.user.get_username()}."
+            try:
+                with tenant_context(call.organization):
+                    tool_call_decide(call, approve=approve, access=access, reason=reason)
+                decided += 1
+            except SwitchboardError as exc:
+                self.message_user(request, f"{call}: {exc.message}", messages.WARNING)
+        self.message_user(request, f"{'Approved' if approve else 'Rejected'} {decided} tool call(s).")
 
 
 class ExecutionInline(TenantScopedTabularInline):

@@ -66,6 +66,11 @@ def register(spec: ToolSpec) -> ToolSpec:
     return spec
 
 
+def unregister(name: str) -> None:
+    """Remove a tool (tests register throwaway tools)."""
+    _REGISTRY.pop(name, None)
+
+
 def get_tool(name: str) -> ToolSpec | None:
     _load_builtins()
     return _REGISTRY.get(name)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from sessions_app.models import Message, Run, Session
 from sessions_app.runtime.providers import ToolCallRequest
+from sessions_app.services.runs import run_heartbeat
 from tools_app.models import ToolCall, ToolCallStatus
 from tools_app.policies import tools_for_run
-from tools_app.services.tool_calls import tool_call_answer, tool_call_create, tool_call_execute
+from tools_app.services.tool_calls import tool_call_create
+from tools_app.services.tool_execution import tool_call_answer, tool_call_execute
 
 
 def tool_specs(session: Session, agent) -> list[dict]:
@@ -44,6 +46,6 @@ def tool_calls_resume(run: Run) -> str:
         if call.pk in answered:
             continue
         if call.status == ToolCallStatus.APPROVED:
-            call = tool_call_execute(call)
+            call = tool_call_execute(call, heartbeat=lambda: run_heartbeat(run))
         tool_call_answer(call)
     return "continue"

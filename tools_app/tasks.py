@@ -9,7 +9,7 @@ from core.tenancy import tenant_context
 def tool_call_execute_task(tool_call_id: str, organization_id: int) -> None:
     """Run an approved direct task (a tool a person ran without the model) and answer it in the session."""
     from tools_app.models import ToolCall
-    from tools_app.services.tool_calls import tool_call_answer, tool_call_execute
+    from tools_app.services.tool_execution import tool_call_answer, tool_call_execute
 
     with tenant_context(Organization.objects.get(pk=organization_id)):
         call = ToolCall.objects.select_related("session").get(pk=tool_call_id)

@@ -11,9 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Exists, F, OuterRef
+from django.db.models.functions import Coalesce
 
 from sessions_app.config import CONFIG_DEFAULTS
-from sessions_app.models import Agent, Message, MessageRole, MessageStatus, Session
+from sessions_app.models import Agent, Attachment, Message, MessageRole, MessageStatus, Run, Session
 from sessions_app.runtime.providers import ProviderSettings, estimate_tokens
 
 MESSAGE_OVERHEAD_TOKENS = 4
@@ -70,7 +72,7 @@ def _as_openai(message: Message) -> dict[str, Any]:
             for c in calls
         ]
         item["content"] = message.content or None
-    if message.role == MessageRole.USER:
+    if message.role == MessageRole.USER and getattr(message, "has_attachments", True):
         extra = _attachment_text(message)
         if extra:
             item["content"] = f"{message.content}\n\n{extra}"
@@ -86,15 +88,27 @@ def _attachment_text(message: Message) -> str:
     return attachment_context_text(message, budget)
 
 
-def build_context(session: Session, agent: Agent, *, exclude: Message | None = None) -> list[dict[str, Any]]:
-    """The messages for the next model call, oldest first. Runs inside the session's tenant context."""
+def build_context(
+    session: Session, agent: Agent, *, run: Run | None = None, exclude: Message | None = None
+) -> list[dict[str, Any]]:
+    """The messages for the next model call, oldest first. Runs inside the session's tenant context.
+
+    Messages are grouped by turn: a run's replies and tool results follow the user message that
+    triggered it, even when later messages were queued meanwhile (the ``enqueue`` busy policy), and a
+    run does not see messages that arrived after its own trigger.
+    """
     candidates = (
         Message.objects.filter(session=session)
         .exclude(status__in=[MessageStatus.STREAMING, MessageStatus.FAILED])
         .exclude(role=MessageRole.SYSTEM)
         .select_related("tool_call")
-        .order_by("-seq")
+        .annotate(turn=Coalesce(F("run__trigger_message__seq"), F("seq")))
+        # Attachments are looked up only for the messages that have some (not one query per message).
+        .annotate(has_attachments=Exists(Attachment.objects.filter(message=OuterRef("pk"))))
+        .order_by("-turn", "-seq")
     )
+    if run is not None and run.trigger_message_id is not None:
+        candidates = candidates.filter(turn__lte=run.trigger_message.seq)
     if exclude is not None:
         candidates = candidates.exclude(pk=exclude.pk)
     prompt = system_prompt(session, agent)

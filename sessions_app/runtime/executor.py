@@ -62,13 +62,11 @@ def run_execute(run_id: str) -> None:
         executor.execute()
     except SwitchboardError as error:
         runs.run_fail(run, error, message=executor.open_message)
-        metrics.run_finished("failed", error.code.value)
     except Exception:
         logger.exception("run %s failed unexpectedly", run.pk)
         error = SwitchboardError(ErrorCode.INTERNAL_ERROR, "The run failed unexpectedly.")
         event_publish(run.session, "worker.failed", {"worker": worker, "attempt": run.attempts}, run=run)
         runs.run_fail(run, error, message=executor.open_message)
-        metrics.run_finished("failed", error.code.value)
 
 
 class RunExecutor:
@@ -96,10 +94,9 @@ class RunExecutor:
         for _ in range(settings.RUN_MAX_TOOL_ROUNDS):
             if runs.run_cancel_requested(self.run):
                 runs.run_finish_cancelled(self.run)
-                metrics.run_finished("cancelled")
                 return
             tools = tool_specs(self.session, self.agent)
-            messages = build_context(self.session, self.agent)
+            messages = build_context(self.session, self.agent, run=self.run)
             started = time.monotonic()
             result = self.stream(
                 provider.stream(
@@ -111,12 +108,12 @@ class RunExecutor:
                 )
             )
             metrics.llm_response_seconds.observe(time.monotonic() - started)
+            metrics.tokens(result.prompt_tokens, result.completion_tokens)  # every call costs, even cancelled
             self.prompt_tokens += result.prompt_tokens
             self.completion_tokens += result.completion_tokens
             if result.cancelled:
                 runs.run_finish_cancelled(self.run, message=result.message)
                 self._save_usage()
-                metrics.run_finished("cancelled")
                 return
             if result.tool_calls:
                 outcome = tool_calls_process(self.run, result.message, result.tool_calls)
@@ -128,8 +125,6 @@ class RunExecutor:
             runs.run_complete(
                 self.run, prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens
             )
-            metrics.run_finished("completed")
-            metrics.tokens(self.prompt_tokens, self.completion_tokens)
             return
         raise SwitchboardError(
             ErrorCode.LLM_ERROR,
@@ -160,17 +155,24 @@ class RunExecutor:
         return message
 
     def stream(self, stream: CompletionStream) -> StreamResult:
-        message = self._assistant_message()
-        result = StreamResult(message=message)
         deltas: queue.Queue = queue.Queue()
         reader = threading.Thread(
             target=_read_stream, args=(stream, deltas), daemon=True, name=f"llm-stream-{self.run.pk}"
         )
-        reader.start()
-        flush_interval = settings.STREAM_FLUSH_MS / 1000
-        pending: list[str] = []
         started = time.monotonic()
-        last_flush = last_check = started
+        reader.start()  # the request goes out while the reply's message is stored
+        try:
+            message = self._assistant_message()
+        except BaseException:
+            stream.close()
+            raise
+        result = StreamResult(message=message)
+        flush_interval = settings.STREAM_FLUSH_MS / 1000
+        # The lease is renewed a few times per lease period (a write); cancel is checked every
+        # CHECK_INTERVAL (a read).
+        renew_interval = settings.RUN_LEASE_SECONDS / 4
+        pending: list[str] = []
+        last_flush = last_check = last_renew = time.monotonic()
         first_chunk = True
         chunks = 0
         try:
@@ -197,17 +199,23 @@ class RunExecutor:
                         result.completion_tokens = item.completion_tokens or 0
                 now = time.monotonic()
                 if pending and (first_chunk or now - last_flush >= flush_interval):
-                    if first_chunk:
-                        self._stream_started(message, now - started)
-                        first_chunk = False
                     result.text += "".join(pending)
                     chunks += 1
-                    self._flush(message, "".join(pending), result.text, chunks)
+                    with transaction.atomic():  # the first chunk commits together with stream.started
+                        if first_chunk:
+                            self._stream_started(message, now - started)
+                            first_chunk = False
+                        self._flush(message, "".join(pending), result.text, chunks)
                     pending.clear()
                     last_flush = now
                 if now - last_check >= CHECK_INTERVAL:
                     last_check = now
-                    if runs.run_heartbeat(self.run):
+                    if now - last_renew >= renew_interval:
+                        last_renew = now
+                        cancelled = runs.run_heartbeat(self.run)
+                    else:
+                        cancelled = runs.run_cancel_requested(self.run)
+                    if cancelled:
                         stream.close()
                         result.cancelled = True
                         break
@@ -218,11 +226,12 @@ class RunExecutor:
                 self._flush(message, "".join(pending), result.text, chunks + 1)
             raise
         if pending and not result.cancelled:
-            if first_chunk:
-                self._stream_started(message, time.monotonic() - started)
             result.text += "".join(pending)
             chunks += 1
-            self._flush(message, "".join(pending), result.text, chunks)
+            with transaction.atomic():
+                if first_chunk:
+                    self._stream_started(message, time.monotonic() - started)
+                self._flush(message, "".join(pending), result.text, chunks)
         self._stream_ended(message, result, chunks)
         return result
 

@@ -10,6 +10,7 @@ is how cancel stops a run within a second even while the model is silent. Provid
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import time
@@ -22,7 +23,7 @@ import httpx
 import openai
 from django.conf import settings
 
-from core.crypto import decrypt
+from core.crypto import DecryptionError, decrypt
 from core.errors import ErrorCode, SwitchboardError
 from sessions_app.models import ProviderCredential, ProviderKind
 
@@ -193,18 +194,37 @@ class OpenAIStream(CompletionStream):
             )
 
 
+_CLIENTS: dict[tuple, openai.OpenAI] = {}
+_CLIENTS_LOCK = threading.Lock()
+_CLIENTS_MAX = 32
+
+
+def _client_for(conf: ProviderSettings) -> openai.OpenAI:
+    """A client per provider settings, kept for the process: building one loads the TLS trust store
+    (about 70 ms of CPU), and a kept client reuses its connections to the provider."""
+    key = (os.getpid(), conf.kind, conf.base_url, conf.api_key, conf.api_version, conf.timeout)
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.get(key)
+        if client is None:
+            timeout = httpx.Timeout(conf.timeout, connect=min(conf.timeout, 10.0))
+            common = {"api_key": conf.api_key or "not-needed", "timeout": timeout, "max_retries": 0}
+            if conf.kind == ProviderKind.AZURE:
+                client = openai.AzureOpenAI(
+                    azure_endpoint=conf.base_url, api_version=conf.api_version, **common
+                )
+            else:
+                client = openai.OpenAI(base_url=conf.base_url or None, **common)
+            if len(_CLIENTS) >= _CLIENTS_MAX:  # credentials were rotated many times: start over
+                _CLIENTS.clear()
+            _CLIENTS[key] = client
+        return client
+
+
 class OpenAIProvider:
     def __init__(self, conf: ProviderSettings) -> None:
         self.conf = conf
         self.name = conf.kind
-        timeout = httpx.Timeout(conf.timeout, connect=min(conf.timeout, 10.0))
-        common = {"api_key": conf.api_key or "not-needed", "timeout": timeout, "max_retries": 0}
-        if conf.kind == ProviderKind.AZURE:
-            self.client = openai.AzureOpenAI(
-                azure_endpoint=conf.base_url, api_version=conf.api_version, **common
-            )
-        else:
-            self.client = openai.OpenAI(base_url=conf.base_url or None, **common)
+        self.client = _client_for(conf)
 
     def stream(
         self,
@@ -326,10 +346,18 @@ def provider_settings_for_org() -> ProviderSettings:
     cred = ProviderCredential.objects.filter(is_default=True).first() or ProviderCredential.objects.first()
     if cred is None:
         return environment_provider_settings()
+    try:
+        api_key = decrypt(cred.api_key_encrypted)
+    except DecryptionError:
+        raise SwitchboardError(
+            ErrorCode.LLM_ERROR,
+            "The provider's API key cannot be decrypted with the configured ENCRYPTION_KEYS.",
+            {"provider": cred.name},
+        ) from None
     return ProviderSettings(
         kind=cred.kind,
         base_url=cred.base_url,
-        api_key=decrypt(cred.api_key_encrypted),
+        api_key=api_key,
         api_version=cred.api_version or settings.LLM_API_VERSION,
         default_model=cred.default_model,
         timeout=cred.timeout_seconds,

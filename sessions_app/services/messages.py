@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from core.errors import ErrorCode, SwitchboardError
 from core.events import event_publish
+from core.metrics import metrics
 from sessions_app.models import Message, MessageRole, MessageStatus, Run, Session, SessionStatus
 from sessions_app.services.lifecycle import session_activate, session_check_usable, session_resume
 
@@ -78,6 +79,7 @@ def message_append(
         )
         if publish:
             event_publish(locked, "message.created", message_snapshot(message), run=run)
+        transaction.on_commit(lambda: metrics.messages.labels(role=role).inc())
     session.last_message_seq = seq
     session.last_activity_at = now
     return message

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from core.errors import ErrorCode, SwitchboardError
 from core.events import event_publish
+from core.metrics import metrics
 from core.tenancy import tenant_context
 from sessions_app.models import (
     RUN_ACTIVE_STATUSES,
@@ -187,6 +188,8 @@ def _finish(run: Run, status: str, event_type: str, **fields: Any) -> Run:
         setattr(run, name, value)
     run.save()
     event_publish(run.session, event_type, run_snapshot(run), run=run)
+    # Counted here, where every terminal transition passes (worker, reaper, cancel without a worker).
+    transaction.on_commit(lambda: metrics.run_finished(status, run.error_code or ""))
     return run
 
 
@@ -231,6 +234,7 @@ def run_finish_cancelled(run: Run, *, message: Message | None = None) -> Run:
             message = Message.objects.filter(run=run, status=MessageStatus.STREAMING).first()
         if message is not None:
             _message_close(message, MessageStatus.CANCELLED, run)
+        _answer_open_tool_calls(run)
         _finish(run, RunStatus.CANCELLED, "run.cancelled")
         _after_terminal(run, RuntimeState.IDLE)
     return run
@@ -250,21 +254,36 @@ def run_cancel(run: Run) -> Run:
             run.cancel_requested_at = timezone.now()
             run.save(update_fields=["cancel_requested_at"])
         if run.status in (RunStatus.QUEUED, RunStatus.REQUIRES_ACTION):
-            _expire_pending_tool_calls(run)
             return run_finish_cancelled(run)
     return run
 
 
 def run_require_action(run: Run) -> Run:
-    """running → requires_action: waiting for a person; the worker lets go of the run."""
+    """running → requires_action: waiting for a person; the worker lets go of the run.
+
+    If every call was decided while the worker still held the run (the decisions' requeue found it
+    running and left it), nobody is left to wake it: it goes straight back to the queue instead.
+    ``attempts`` counts the workers that took the run since it last came to rest; a clean release starts
+    the count again, so rounds of approvals never use up the retries meant for lost workers.
+    """
+    from tools_app.models import ToolCall, ToolCallStatus
+
     with transaction.atomic():
         run = Run.objects.select_for_update().get(pk=run.pk)
-        run.status = RunStatus.REQUIRES_ACTION
+        waiting = ToolCall.objects.filter(run=run, status=ToolCallStatus.PENDING).exists()
+        run.status = RunStatus.REQUIRES_ACTION if waiting else RunStatus.QUEUED
         run.lease_expires_at = None
-        run.save(update_fields=["status", "lease_expires_at"])
-        event_publish(run.session, "run.requires_action", run_snapshot(run), run=run)
-        event_publish(run.session, "worker.completed", {"worker": run.worker, "released": True}, run=run)
-        session_set_runtime_state(run.session, RuntimeState.AWAITING_APPROVAL, run=run)
+        run.attempts = 0
+        run.save(update_fields=["status", "lease_expires_at", "attempts"])
+        released = {"worker": run.worker, "released": True}
+        if waiting:
+            event_publish(run.session, "run.requires_action", run_snapshot(run), run=run)
+            event_publish(run.session, "worker.completed", released, run=run)
+            session_set_runtime_state(run.session, RuntimeState.AWAITING_APPROVAL, run=run)
+        else:
+            event_publish(run.session, "worker.completed", released, run=run)
+            event_publish(run.session, "run.queued", run_snapshot(run), run=run)
+            run_dispatch(run)
     return run
 
 
@@ -296,12 +315,12 @@ def _after_terminal(run: Run, state: str) -> None:
     session_set_runtime_state(session, RuntimeState.PROCESSING if head else state, run=run)
 
 
-def _expire_pending_tool_calls(run: Run) -> None:
-    from tools_app.models import ToolCall, ToolCallStatus
+def _answer_open_tool_calls(run: Run) -> None:
+    # A tool call left unanswered would make the next model call malformed (every assistant tool call
+    # needs its tool result), so a cancelled run settles and answers them all.
+    from tools_app.services.tool_calls import tool_calls_settle_cancelled
 
-    ToolCall.objects.filter(run=run, status=ToolCallStatus.PENDING).update(
-        status=ToolCallStatus.REJECTED, reason="The run was cancelled.", decided_at=timezone.now()
-    )
+    tool_calls_settle_cancelled(run)
 
 
 def _checkpoint_after(run: Run) -> None:

@@ -19,9 +19,9 @@ from tools_app.api.serializers import (
     ToolSerializer,
 )
 from tools_app.models import ToolCall, ToolPolicy
-from tools_app.policies import organization_tools, policy_for_direct_task
+from tools_app.policies import organization_tools
 from tools_app.registry import all_tools, get_tool
-from tools_app.services.tool_calls import tool_call_create, tool_call_decide, tool_call_dispatch
+from tools_app.services.tool_calls import direct_task_create, tool_call_decide
 
 
 class ToolCallViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
@@ -116,19 +116,12 @@ class DirectTaskViewSet(SessionChildViewSet):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        spec, policy = policy_for_direct_task(data["tool"], session)
-        if spec is None:
-            raise SwitchboardError(ErrorCode.TOOL_NOT_FOUND, f"No tool named {data['tool']!r}.")
-        user = request.user if getattr(request.user, "pk", None) else None
-        call = tool_call_create(
-            session=session,
+        call = direct_task_create(
+            session,
             name=data["tool"],
-            raw_arguments=data.get("arguments") or {},
-            policy=policy,
-            user=user,
+            arguments=data.get("arguments") or {},
+            user=request.user if getattr(request.user, "pk", None) else None,
         )
-        if call.status == "approved":
-            tool_call_dispatch(call)
         body = ToolCallSerializer(call).data
         return Response(
             body,

@@ -1,4 +1,5 @@
-"""Tool calls: recording what the model asked, policy, human decisions, execution and expiry.
+"""Tool calls: recording what the model asked, policy, human decisions and expiry (execution and the
+answers back to the model are in :mod:`tools_app.services.tool_execution`).
 
 A call's life: ``pending`` → ``approved`` | ``rejected`` → ``completed`` | ``failed``. Auto-approved
 calls run at once; manual ones wait for a decision (REST, websocket or admin all call
@@ -13,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -29,9 +28,8 @@ from core.events import event_publish, org_approvals_group, push_live
 from core.metrics import metrics
 from core.models import Role
 from sessions_app.models import Message, MessageRole, Run, Session
-from sessions_app.services.messages import message_append
 from tools_app.models import ToolCall, ToolCallStatus
-from tools_app.registry import ToolContext, ToolSpec, get_tool
+from tools_app.registry import ToolSpec, get_tool
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +59,16 @@ def tool_call_snapshot(call: ToolCall) -> dict[str, Any]:
     }
 
 
+_FINAL_EVENTS = ("tool_call.completed", "tool_call.failed", "tool_call.rejected")
+
+
 def _publish(call: ToolCall, event_type: str) -> None:
     """The event in the session's log, and the same envelope to the organization's approvals feed."""
     from core.events import event_envelope
 
     event = event_publish(call.session, event_type, tool_call_snapshot(call), run=call.run)
+    if event_type in _FINAL_EVENTS:  # counted once, by the call's final status
+        metrics.tool_calls.labels(tool=call.tool_name, status=call.status).inc()
     envelope = event_envelope(event)
     group = org_approvals_group(call.organization_id)
     transaction.on_commit(lambda: push_live(group, envelope, message_type="approvals.event"))
@@ -158,7 +161,6 @@ def _fail(call: ToolCall, error: SwitchboardError) -> None:
     call.error_code, call.error_message = error.code.value, error.message
     call.completed_at = timezone.now()
     call.save()
-    metrics.tool_calls.labels(tool=call.tool_name, status="failed").inc()
     _publish(call, "tool_call.failed")
 
 
@@ -176,6 +178,15 @@ def check_may_decide(access: Access, session: Session) -> None:
     )
 
 
+def _lock_for_decision(pk) -> ToolCall:
+    """Lock the call's run (if any), then the call: the order a cancel takes them in (run, then its
+    calls), so a decision and a cancel of the same run wait for each other instead of deadlocking."""
+    run_id = ToolCall.objects.filter(pk=pk).values_list("run_id", flat=True).get()
+    if run_id is not None:
+        list(Run.objects.select_for_update().filter(pk=run_id).values_list("pk", flat=True))
+    return ToolCall.objects.select_for_update(of=("self",)).select_related("session", "run").get(pk=pk)
+
+
 def tool_call_decide(call: ToolCall, *, approve: bool, access: Access, reason: str = "") -> ToolCall:
     """Approve or reject a pending call (row lock). Deciding twice is harmless: the first decision stands.
 
@@ -183,7 +194,7 @@ def tool_call_decide(call: ToolCall, *, approve: bool, access: Access, reason: s
     """
     check_may_decide(access, call.session)
     with transaction.atomic():
-        call = ToolCall.objects.select_for_update().select_related("session", "run").get(pk=call.pk)
+        call = _lock_for_decision(call.pk)
         if call.status != ToolCallStatus.PENDING:
             return call
         call.status = ToolCallStatus.APPROVED if approve else ToolCallStatus.REJECTED
@@ -200,13 +211,34 @@ def tool_call_decide(call: ToolCall, *, approve: bool, access: Access, reason: s
 
 def _after_decision(call: ToolCall) -> None:
     from sessions_app.services.runs import run_requeue
+    from tools_app.services.tool_execution import tool_call_answer
 
-    if call.run_id is None:
+    if call.run_id is None:  # a direct task: run it, or put its refusal on the session's record
         if call.status == ToolCallStatus.APPROVED:
             tool_call_dispatch(call)
+        else:
+            tool_call_answer(call)
         return
     if not ToolCall.objects.filter(run_id=call.run_id, status=ToolCallStatus.PENDING).exists():
         run_requeue(call.run)
+
+
+def direct_task_create(session: Session, *, name: str, arguments: Any, user=None) -> ToolCall:
+    """A person runs a tool without the model, under the same policy: auto runs it on the queue, manual
+    waits for a decision, and a refusal (denied, invalid arguments) is answered in the session at once."""
+    from tools_app.policies import policy_for_direct_task
+    from tools_app.services.tool_execution import tool_call_answer
+
+    spec, policy = policy_for_direct_task(name, session)
+    if spec is None:
+        raise SwitchboardError(ErrorCode.TOOL_NOT_FOUND, f"No tool named {name!r}.")
+    with transaction.atomic():
+        call = tool_call_create(session=session, name=name, raw_arguments=arguments, policy=policy, user=user)
+        if call.status == ToolCallStatus.APPROVED:
+            tool_call_dispatch(call)
+        elif call.status != ToolCallStatus.PENDING:
+            tool_call_answer(call)
+    return call
 
 
 def tool_call_dispatch(call: ToolCall) -> None:
@@ -228,7 +260,7 @@ def tool_calls_expire() -> int:
     )
     for stale in expired:
         with tenant_context(stale.organization), transaction.atomic():
-            call = ToolCall.objects.select_for_update().select_related("session", "run").get(pk=stale.pk)
+            call = _lock_for_decision(stale.pk)
             if call.status != ToolCallStatus.PENDING:
                 continue
             _fail(
@@ -239,122 +271,21 @@ def tool_calls_expire() -> int:
     return len(expired)
 
 
-# --- execution -------------------------------------------------------------------------------------------
+def tool_calls_settle_cancelled(run: Run) -> None:
+    """The run was cancelled: its pending calls are rejected, approved ones that did not complete fail,
+    and every call gets its ``tool`` answer. Call inside the transaction holding the run's lock."""
+    from tools_app.services.tool_execution import tool_call_answer
 
-
-def tool_call_execute(call: ToolCall, user=None) -> ToolCall:
-    """Run an approved call's handler once, with its timeout. Marks the start first (row lock): a call
-    found started but unfinished (its worker died) is failed, never run a second time."""
-    with transaction.atomic():
-        call = ToolCall.objects.select_for_update().select_related("session").get(pk=call.pk)
-        if call.status != ToolCallStatus.APPROVED:
-            return call
-        if call.started_at is not None:
-            _fail(
-                call,
-                SwitchboardError(
-                    ErrorCode.TOOL_EXECUTION_FAILED,
-                    "The worker stopped while this call ran; it is not run twice.",
-                ),
-            )
-            return call
-        if call.approved_hash != arguments_hash(call.arguments):
-            _fail(
-                call,
-                SwitchboardError(
-                    ErrorCode.APPROVAL_REJECTED, "The arguments changed after approval; the call was not run."
-                ),
-            )
-            return call
-        call.started_at = timezone.now()
-        call.save(update_fields=["started_at"])
-    spec = get_tool(call.tool_name)
-    started = time.monotonic()
-    try:
-        result = _run_with_timeout(
-            spec, ToolContext(call.session.organization, call.session, call, user), call.arguments
-        )
-    except SwitchboardError as error:
-        with transaction.atomic():
-            _fail(call, error)
-        return call
-    finally:
-        metrics.tool_seconds.labels(tool=call.tool_name).observe(time.monotonic() - started)
-    with transaction.atomic():
-        call.status, call.result, call.completed_at = ToolCallStatus.COMPLETED, result, timezone.now()
-        call.save(update_fields=["status", "result", "completed_at"])
-        metrics.tool_calls.labels(tool=call.tool_name, status="completed").inc()
-        _publish(call, "tool_call.completed")
-    return call
-
-
-def _run_with_timeout(spec: ToolSpec, ctx: ToolContext, arguments: dict[str, Any]) -> Any:
-    from tools_app.builtin.tools import ToolFailed
-
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            outcome["result"] = spec.handler(ctx, arguments)
-        except BaseException as exc:  # handed back to the caller's thread
-            outcome["error"] = exc
-
-    from core.tenancy import tenant_context
-
-    def scoped() -> None:
-        with tenant_context(ctx.organization):
-            try:
-                target()
-            finally:
-                from django.db import connection
-
-                connection.close()
-
-    thread = threading.Thread(target=scoped, daemon=True, name=f"tool-{spec.name}")
-    thread.start()
-    thread.join(spec.timeout)
-    if thread.is_alive():
-        raise SwitchboardError(
-            ErrorCode.TOOL_TIMEOUT, f"{spec.name} did not finish within {spec.timeout:g} s."
-        )
-    error = outcome.get("error")
-    if isinstance(error, SwitchboardError):
-        raise error
-    if isinstance(error, ToolFailed):
-        raise SwitchboardError(ErrorCode.TOOL_EXECUTION_FAILED, str(error))
-    if error is not None:
-        logger.warning("tool %s raised", spec.name, exc_info=error)
-        raise SwitchboardError(ErrorCode.TOOL_EXECUTION_FAILED, f"{spec.name} failed: {type(error).__name__}")
-    return json.loads(json.dumps(outcome.get("result"), default=str))  # stored as JSON: make it plain
-
-
-def tool_result_text(call: ToolCall) -> str:
-    """What the model reads back for a call."""
-    if call.status == ToolCallStatus.COMPLETED:
-        return json.dumps(call.result, ensure_ascii=False, default=str)
-    if call.status == ToolCallStatus.REJECTED:
-        why = f" Reason: {call.reason}" if call.reason else ""
-        return json.dumps(
-            {
-                "error": {
-                    "code": call.error_code or ErrorCode.APPROVAL_REJECTED.value,
-                    "message": f"The call was rejected.{why}",
-                }
-            }
-        )
-    return json.dumps({"error": {"code": call.error_code, "message": call.error_message}}, ensure_ascii=False)
-
-
-def tool_call_answer(call: ToolCall) -> Message:
-    """Append the ``tool`` message carrying the call's outcome; once per call."""
-    existing = Message.objects.filter(tool_call=call, role=MessageRole.TOOL).first()
-    if existing is not None:
-        return existing
-    return message_append(
-        call.session,
-        role=MessageRole.TOOL,
-        content=tool_result_text(call),
-        run=call.run,
-        tool_call=call,
-        metadata={"tool_call_id": call.call_id, "tool_name": call.tool_name},
-    )
+    now = timezone.now()
+    calls = ToolCall.objects.select_for_update(of=("self",)).select_related("session", "run").filter(run=run)
+    for call in calls.filter(status__in=[ToolCallStatus.PENDING, ToolCallStatus.APPROVED]):
+        if call.status == ToolCallStatus.PENDING:
+            call.status, call.reason, call.decided_at = ToolCallStatus.REJECTED, "The run was cancelled.", now
+            call.save(update_fields=["status", "reason", "decided_at"])
+            _publish(call, "tool_call.rejected")
+        else:
+            cancelled = "The run was cancelled; the call did not complete."
+            _fail(call, SwitchboardError(ErrorCode.TOOL_EXECUTION_FAILED, cancelled))
+    answered = Message.objects.filter(tool_call__run=run, role=MessageRole.TOOL).values("tool_call_id")
+    for call in calls.exclude(pk__in=answered).order_by("created_at"):
+        tool_call_answer(call)
