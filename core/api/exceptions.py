@@ -80,9 +80,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
             status = 401
         return Response(body, status=status, headers=headers)
-    if isinstance(exc, IntegrityError):  # a uniqueness race the service did not foresee: the request conflicts
+    if isinstance(
+        exc, IntegrityError
+    ):  # a uniqueness race the service did not foresee: the request conflicts
         logger.warning("integrity error in %s: %s", view.__class__.__name__ if view else "?", exc)
-        return Response(error_body(ErrorCode.CONFLICT, "The request conflicts with existing data."), status=409)
+        return Response(
+            error_body(ErrorCode.CONFLICT, "The request conflicts with existing data."), status=409
+        )
     if isinstance(exc, DatabaseError):
         logger.exception("database error in %s", view.__class__.__name__ if view else "?")
         return Response(error_body(ErrorCode.DATABASE_ERROR, _MESSAGES[ErrorCode.DATABASE_ERROR]), status=503)

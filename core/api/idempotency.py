@@ -4,7 +4,7 @@ The first request with a key records itself as in flight (a unique row per organ
 key) and, when it finishes, its response. A retry with the same key and body gets that response again;
 the same key with another body is ``IDEMPOTENCY_KEY_REUSED`` (422); a retry while the first is still in
 flight is ``IDEMPOTENCY_KEY_IN_USE`` (409). A 5xx is not kept, so the client may retry it. Records
-expire after ``IDEMPOTENCY_TTL_HOURS``.
+expire after ``IDEMPOTENCY_TTL_HOURS``; one left in flight for ten minutes (its process died) may be retried.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from core.errors import ErrorCode, SwitchboardError
 from core.models import IdempotencyRecord
 
 HEADER = "Idempotency-Key"
+# A request still "in flight" after this long died without answering; a retry may run it again.
+ABANDONED_AFTER = timedelta(minutes=10)
 
 
 class IdempotentReplay(Exception):
@@ -74,6 +76,10 @@ def idempotency_begin(request, access: Access) -> IdempotencyRecord | None:
             "This Idempotency-Key was used with a different request.",
             {"key": key},
         )
+    if existing.in_flight and existing.created_at < now - ABANDONED_AFTER:
+        # The first request died without an answer (a crashed process): let this retry run it again.
+        IdempotencyRecord.objects.filter(pk=existing.pk, in_flight=True).delete()
+        return idempotency_begin(request, access)
     if existing.in_flight:
         raise SwitchboardError(
             ErrorCode.IDEMPOTENCY_KEY_IN_USE,

@@ -7,7 +7,9 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 
 
@@ -19,6 +21,10 @@ class Command(BaseCommand):
         parser.add_argument("--port", default=os.environ.get("PORT", "8000"))
 
     def handle(self, *args, host: str, port: str, **options):
+        # prometheus_client's multiprocess files describe processes of an earlier run: start clean.
+        metrics_dir = Path(settings.PROMETHEUS_MULTIPROC_DIR)
+        for stale in metrics_dir.glob("*.db"):
+            stale.unlink(missing_ok=True)
         python = sys.executable
         procs = {
             "daphne": subprocess.Popen(
