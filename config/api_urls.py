@@ -4,6 +4,11 @@ from django.urls import include, path
 from rest_framework.routers import SimpleRouter
 
 from core.api.views import ApiKeyViewSet, MembershipViewSet, MeView, OrganizationViewSet, StreamTicketViewSet
+from history_app.api.attachments import AttachmentViewSet
+from history_app.api.checkpoints import CheckpointViewSet, ForkViewSet
+from history_app.api.history import HistoryViewSet, SearchViewSet
+from history_app.api.statistics import OrganizationStatisticsViewSet, SessionStatisticsViewSet
+from history_app.api.transfer import ExportViewSet, ImportViewSet, SessionExportViewSet
 from history_app.api.views import BookmarkViewSet
 from sessions_app.api.views import (
     AgentViewSet,
@@ -35,6 +40,26 @@ org_router.register("stream-ticket", StreamTicketViewSet, basename="stream-ticke
 org_router.register("tags", TagViewSet, basename="tag")
 org_router.register("templates", TemplateViewSet, basename="template")
 org_router.register("bookmarks", BookmarkViewSet, basename="bookmark")
+org_router.register("history", HistoryViewSet, basename="history")
+org_router.register("search", SearchViewSet, basename="search")
+org_router.register("statistics", OrganizationStatisticsViewSet, basename="statistics")
+org_router.register("exports", ExportViewSet, basename="export")
+org_router.register("imports", ImportViewSet, basename="import")
+org_router.register(
+    r"sessions/(?P<session_id>[^/.]+)/statistics", SessionStatisticsViewSet, basename="session-statistics"
+)
+org_router.register(
+    r"sessions/(?P<session_id>[^/.]+)/export", SessionExportViewSet, basename="session-export"
+)
+org_router.register(
+    r"sessions/(?P<session_id>[^/.]+)/checkpoints", CheckpointViewSet, basename="session-checkpoint"
+)
+org_router.register(r"sessions/(?P<session_id>[^/.]+)/fork", ForkViewSet, basename="session-fork")
+org_router.register(
+    r"sessions/(?P<session_id>[^/.]+)/messages/(?P<message_id>[^/.]+)/attachments",
+    AttachmentViewSet,
+    basename="message-attachment",
+)
 org_router.register("api-keys", ApiKeyViewSet, basename="api-key")
 org_router.register("members", MembershipViewSet, basename="member")
 

@@ -1,10 +1,13 @@
+"""Serializers of the history API. ``AttachmentSerializer`` is nested in the sessions app's message
+serializer, so this module must not import the sessions app's API (that would be an import cycle)."""
+
 from __future__ import annotations
 
 from rest_framework import serializers
 
 from core.api.fields import TenantRelatedField
-from history_app.models import Bookmark
-from sessions_app.models import Message, Session
+from history_app.models import Bookmark, Export, ExportStatus
+from sessions_app.models import Attachment, Checkpoint, Message, MessageRole, Session
 
 
 class BookmarkSerializer(serializers.ModelSerializer):
@@ -28,3 +31,121 @@ class BookmarkSerializer(serializers.ModelSerializer):
 
 class BookmarkUpdateSerializer(serializers.Serializer):
     note = serializers.CharField(allow_blank=True, max_length=10_000)
+
+
+class AttachmentSerializer(serializers.ModelSerializer):
+    """An attachment as listed with its message: no bytes, the analysis summed up."""
+
+    analysis = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Attachment
+        fields = ["id", "filename", "content_type", "size", "sha256", "analysis", "created_at"]
+        read_only_fields = fields
+
+    def get_analysis(self, obj: Attachment) -> dict:
+        analysis = obj.analysis or {}
+        return {
+            "kind": analysis.get("kind"),
+            "summary": analysis.get("summary", ""),
+            "details": analysis.get("details") or {},
+            "error": analysis.get("error"),
+        }
+
+
+class SearchQuerySerializer(serializers.Serializer):
+    q = serializers.CharField(trim_whitespace=False, allow_blank=True)
+    role = serializers.MultipleChoiceField(choices=MessageRole.choices, required=False)
+    limit = serializers.IntegerField(min_value=1, max_value=100, default=20)
+    offset = serializers.IntegerField(min_value=0, max_value=10_000, default=0)
+
+
+class SearchHitSerializer(serializers.Serializer):
+    message = serializers.UUIDField(source="message_id")
+    session = serializers.SerializerMethodField()
+    role = serializers.CharField()
+    seq = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    rank = serializers.FloatField()
+    snippet = serializers.CharField(help_text="HTML-escaped text with matches in <mark> tags.")
+
+    def get_session(self, hit) -> dict:
+        return {"id": str(hit.session_id), "name": hit.session_name}
+
+
+class CheckpointSerializer(serializers.ModelSerializer):
+    created_by = serializers.CharField(source="created_by.username", read_only=True, default=None)
+    message_count = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Checkpoint
+        fields = [
+            "id",
+            "session",
+            "seq",
+            "message_seq",
+            "reason",
+            "name",
+            "created_by",
+            "message_count",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+    def get_message_count(self, obj: Checkpoint) -> int:
+        return len((obj.state or {}).get("messages", []))
+
+
+class CheckpointDetailSerializer(CheckpointSerializer):
+    class Meta(CheckpointSerializer.Meta):
+        fields = [*CheckpointSerializer.Meta.fields, "state"]
+        read_only_fields = fields
+
+
+class CheckpointCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+
+
+class ForkSerializer(serializers.Serializer):
+    checkpoint = TenantRelatedField(what="Checkpoint", model=Checkpoint, required=False)
+    message = TenantRelatedField(what="Message", model=Message, required=False)
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+
+    def validate(self, attrs):
+        if ("checkpoint" in attrs) == ("message" in attrs):
+            raise serializers.ValidationError("Give exactly one of checkpoint and message.")
+        return attrs
+
+
+class ExportSerializer(serializers.ModelSerializer):
+    created_by = serializers.CharField(source="created_by.username", read_only=True, default=None)
+    download_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Export
+        fields = [
+            "id",
+            "status",
+            "filters",
+            "progress",
+            "total",
+            "size",
+            "error",
+            "created_by",
+            "download_url",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+    def get_download_url(self, obj: Export) -> str | None:
+        if obj.status != ExportStatus.COMPLETED:
+            return None
+        request = self.context.get("request")
+        path = f"/api/v1/orgs/{obj.organization.slug}/exports/{obj.pk}/download/"
+        return request.build_absolute_uri(path) if request else path
+
+
+class ImportSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="A JSONL file in the export format.")

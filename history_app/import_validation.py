@@ -1,0 +1,353 @@
+"""Reading and checking an import file (the JSONL of ``history_app/formats.py``) before anything is written.
+
+:func:`parse_import` parses every line, checks each record's fields and the references between them,
+and collects the problems with their line numbers; it raises one ``VALIDATION_ERROR`` listing them, or
+returns the file grouped by session, ready for :func:`history_app.services.imports.import_sessions`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.utils.dateparse import parse_datetime
+
+from core.errors import ErrorCode, SwitchboardError
+from core.models import Organization
+from history_app.formats import FORMAT_NAME, FORMAT_VERSION, LINE_TYPES
+from sessions_app.config import validate_session_config
+from sessions_app.models import Agent, Checkpoint, MessageRole, MessageStatus, RunStatus, SessionStatus
+from tools_app.models import ToolCallStatus
+
+MAX_REPORTED_ERRORS = 20
+
+# Field kinds: a Python type (None allowed when optional), "datetime", "id", or a tuple of choices.
+STR, INT, BOOL, DICT, LIST, ANY = str, int, bool, dict, list, object
+SPEC: dict[str, dict[str, tuple[Any, bool]]] = {
+    "header": {"format": (STR, True), "version": (INT, True), "sessions": (INT, False)},
+    "session": {
+        "id": ("id", True),
+        "name": (STR, False),
+        "agent": (STR, True),
+        "status": (tuple(SessionStatus.values), False),
+        "ended_reason": (STR, False),
+        "config": (DICT, False),
+        "tags": (LIST, False),
+        "metadata": (DICT, False),
+        "parent": ("id", False),
+        "forked_at_seq": (INT, False),
+        "last_event_seq": (INT, False),
+        "last_activity_at": ("datetime", False),
+        "expires_at": ("datetime", False),
+        "ended_at": ("datetime", False),
+        "created_at": ("datetime", False),
+    },
+    "run": {
+        "id": ("id", True),
+        "trigger_message": ("id", False),
+        "status": (tuple(RunStatus.values), True),
+        "model": (STR, False),
+        "provider": (STR, False),
+        "attempts": (INT, False),
+        "ttft_ms": (INT, False),
+        "total_ms": (INT, False),
+        "prompt_tokens": (INT, False),
+        "completion_tokens": (INT, False),
+        "error_code": (STR, False),
+        "error_message": (STR, False),
+        "options": (DICT, False),
+        "queued_at": ("datetime", False),
+        "started_at": ("datetime", False),
+        "finished_at": ("datetime", False),
+    },
+    "message": {
+        "id": ("id", True),
+        "seq": (INT, True),
+        "role": (tuple(MessageRole.values), True),
+        "content": (STR, True),
+        "status": (tuple(MessageStatus.values), False),
+        "author": (STR, False),
+        "run": ("id", False),
+        "tool_call": ("id", False),
+        "prompt_tokens": (INT, False),
+        "completion_tokens": (INT, False),
+        "metadata": (DICT, False),
+        "created_at": ("datetime", False),
+    },
+    "attachment": {
+        "id": ("id", False),
+        "message": ("id", True),
+        "filename": (STR, True),
+        "content_type": (STR, True),
+        "size": (INT, False),
+        "sha256": (STR, False),
+        "analysis": (DICT, False),
+        "data": (STR, False),
+        "created_at": ("datetime", False),
+    },
+    "tool_call": {
+        "id": ("id", True),
+        "message": ("id", False),
+        "run": ("id", False),
+        "call_id": (STR, False),
+        "tool_name": (STR, True),
+        "arguments": (ANY, False),
+        "arguments_hash": (STR, False),
+        "status": (tuple(ToolCallStatus.values), True),
+        "requires_approval": (BOOL, False),
+        "result": (ANY, False),
+        "error_code": (STR, False),
+        "error_message": (STR, False),
+        "decided_by": (STR, False),
+        "decided_at": ("datetime", False),
+        "reason": (STR, False),
+        "approved_hash": (STR, False),
+        "expires_at": ("datetime", False),
+        "started_at": ("datetime", False),
+        "completed_at": ("datetime", False),
+        "created_at": ("datetime", False),
+    },
+    "event": {
+        "seq": (INT, True),
+        "event": (STR, True),
+        "run": ("id", False),
+        "data": (DICT, False),
+        "created_at": ("datetime", False),
+    },
+    "checkpoint": {
+        "id": ("id", False),
+        "seq": (INT, True),
+        "message_seq": (INT, False),
+        "reason": (tuple(Checkpoint.Reason.values), False),
+        "name": (STR, False),
+        "state": (DICT, True),
+        "created_by": (STR, False),
+        "created_at": ("datetime", False),
+    },
+}
+
+
+@dataclass
+class Row:
+    line: int
+    data: dict[str, Any]
+
+
+@dataclass
+class SessionBlock:
+    line: int
+    data: dict[str, Any]
+    children: dict[str, list[Row]] = field(default_factory=lambda: {t: [] for t in LINE_TYPES[2:]})
+    agent: Agent | None = None
+    files: dict[int, bytes] = field(default_factory=dict)  # attachment line -> bytes
+
+
+class ImportErrors:
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+
+    def add(self, line: int, message: str) -> None:
+        if len(self.items) < MAX_REPORTED_ERRORS:
+            self.items.append({"line": line, "message": message})
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            first = self.items[0]
+            raise SwitchboardError(
+                ErrorCode.VALIDATION_ERROR,
+                f"Line {first['line']}: {first['message']}",
+                {"line": first["line"], "errors": self.items},
+            )
+
+
+def _check_fields(kind: str, data: dict[str, Any], line: int, errors: ImportErrors) -> None:
+    for name, (expected, required) in SPEC[kind].items():
+        value = data.get(name)
+        if value is None:
+            if required:
+                errors.add(line, f"{kind} line: {name!r} is required.")
+            continue
+        if expected == "id":
+            ok = isinstance(value, str) and _is_uuid(value)
+        elif expected == "datetime":
+            ok = isinstance(value, str) and parse_when(value) is not None
+        elif isinstance(expected, tuple):
+            ok = value in expected
+        elif expected is INT:
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        elif expected is ANY:
+            ok = True
+        else:
+            ok = isinstance(value, expected)
+        if not ok:
+            errors.add(line, f"{kind} line: {name!r} has an invalid value {_short(value)}.")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_when(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return parse_datetime(value)
+    except ValueError:
+        return None
+
+
+def _lines(data: bytes) -> Iterable[tuple[int, bytes]]:
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if raw.strip():
+            yield number, raw
+
+
+def parse_import(data: bytes, organization: Organization) -> list[SessionBlock]:
+    """Parse and check the whole file; ``VALIDATION_ERROR`` listing bad lines by number otherwise."""
+    errors = ImportErrors()
+    blocks: list[SessionBlock] = []
+    header_seen = False
+    declared_sessions = None
+    for number, raw in _lines(data):
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            errors.add(number, "the line is not UTF-8 text.")
+            continue
+        except json.JSONDecodeError as exc:
+            errors.add(number, f"the line is not valid JSON ({exc.msg} at column {exc.colno}).")
+            continue
+        if not isinstance(record, dict) or record.get("type") not in LINE_TYPES:
+            errors.add(number, f"each line must be an object whose type is one of {', '.join(LINE_TYPES)}.")
+            continue
+        kind = record["type"]
+        if not header_seen:
+            if kind != "header":
+                errors.add(number, "the first line must be the header.")
+                errors.raise_if_any()
+            _check_fields("header", record, number, errors)
+            if record.get("format") != FORMAT_NAME:
+                errors.add(number, f"format must be {FORMAT_NAME!r}.")
+            elif record.get("version") != FORMAT_VERSION:
+                errors.add(
+                    number,
+                    f"format version {record.get('version')!r} is not supported (expected {FORMAT_VERSION}).",
+                )
+            errors.raise_if_any()  # nothing else can be read reliably after a bad header
+            header_seen = True
+            declared_sessions = record.get("sessions")
+            continue
+        if kind == "header":
+            errors.add(number, "only the first line may be a header.")
+            continue
+        _check_fields(kind, record, number, errors)
+        if kind == "session":
+            blocks.append(SessionBlock(line=number, data=record))
+            continue
+        if not blocks:
+            errors.add(number, f"a {kind} line must follow its session line.")
+            continue
+        block = blocks[-1]
+        if record.get("session") not in (None, block.data.get("id")):
+            errors.add(number, "the line names a different session than the session line before it.")
+            continue
+        block.children[kind].append(Row(number, record))
+    if not header_seen:
+        errors.add(1, "the file is empty: it needs a header line.")
+    errors.raise_if_any()
+    if declared_sessions is not None and declared_sessions != len(blocks):
+        errors.add(1, f"the header announces {declared_sessions} sessions but the file holds {len(blocks)}.")
+    _check_references(blocks, organization, errors)
+    errors.raise_if_any()
+    return blocks
+
+
+def _check_references(blocks: list[SessionBlock], organization: Organization, errors: ImportErrors) -> None:
+    agents = {a.slug: a for a in Agent.objects.filter(organization=organization)}
+    session_ids = [b.data["id"] for b in blocks]
+    seen_sessions: set[str] = set()
+    for block in blocks:
+        if block.data["id"] in seen_sessions:
+            errors.add(block.line, "this session id appears twice in the file.")
+        seen_sessions.add(block.data["id"])
+        slug = block.data.get("agent")
+        block.agent = agents.get(slug)
+        if block.agent is None:
+            errors.add(block.line, f"no agent with slug {slug!r} in this organization.")
+        try:
+            validate_session_config(block.data.get("config") or {})
+        except SwitchboardError as exc:
+            errors.add(block.line, f"config is not valid: {json.dumps(exc.details, ensure_ascii=False)}")
+        parent = block.data.get("parent")
+        if parent and parent not in session_ids:
+            block.data["parent"] = None  # a parent outside the file does not exist here
+        ids = {kind: [r.data.get("id") for r in rows] for kind, rows in block.children.items()}
+        for kind in ("run", "message", "tool_call", "attachment", "checkpoint"):
+            present = [i for i in ids[kind] if i]
+            if len(set(present)) != len(present):
+                errors.add(block.line, f"a {kind} id appears twice in this session.")
+        for kind, key in (("message", "seq"), ("event", "seq")):
+            values = [r.data.get(key) for r in block.children[kind]]
+            if len(set(values)) != len(values):
+                errors.add(block.line, f"two {kind}s of this session share a seq.")
+        event_seqs = sorted(
+            r.data.get("seq") for r in block.children["event"] if isinstance(r.data.get("seq"), int)
+        )
+        if event_seqs and event_seqs != list(range(1, len(event_seqs) + 1)):
+            errors.add(
+                block.line,
+                "the session's events are not numbered 1, 2, 3... without gaps (is the file cut short?).",
+            )
+        known = {kind: set(ids[kind]) for kind in ids}
+        refs = [
+            ("run", "trigger_message", "message"),
+            ("message", "run", "run"),
+            ("message", "tool_call", "tool_call"),
+            ("tool_call", "message", "message"),
+            ("tool_call", "run", "run"),
+            ("event", "run", "run"),
+            ("attachment", "message", "message"),
+        ]
+        for kind, key, target in refs:
+            for row in block.children[kind]:
+                value = row.data.get(key)
+                if value and value not in known[target]:
+                    errors.add(row.line, f"{key} {value!r} is not a {target} of this session in the file.")
+        for row in block.children["attachment"]:
+            _check_attachment(block, row, errors)
+
+
+def _check_attachment(block: SessionBlock, row: Row, errors: ImportErrors) -> None:
+    if row.data.get("data") is None:
+        return  # the exporter had lost the file: nothing to store
+    try:
+        data = base64.b64decode(row.data.get("data") or "", validate=True)
+    except (binascii.Error, ValueError):
+        errors.add(row.line, "attachment data is not valid base64.")
+        return
+    limit = settings.ATTACHMENT_MAX_BYTES
+    if len(data) > limit:
+        errors.add(row.line, f"the attachment is larger than the {limit}-byte limit.")
+        return
+    digest = row.data.get("sha256")
+    if digest and hashlib.sha256(data).hexdigest() != digest:
+        errors.add(row.line, "the attachment's sha256 does not match its data.")
+        return
+    block.files[row.line] = data

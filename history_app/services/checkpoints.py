@@ -1,0 +1,285 @@
+"""Checkpoints (a session's state at an event ``seq``) and forks (a new session from such a state).
+
+A fork copies the history up to a point into a new session linked to its parent: time travel without
+rewriting the original, which is only read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from core.errors import ErrorCode, SwitchboardError, not_found
+from core.events import event_publish
+from sessions_app.models import (
+    Attachment,
+    Checkpoint,
+    Message,
+    MessageStatus,
+    RuntimeState,
+    Session,
+    SessionEvent,
+    SessionStatus,
+    Tag,
+)
+from sessions_app.services.lifecycle import session_snapshot
+from tools_app.models import ToolCall, ToolCallStatus
+
+STATE_VERSION = 1
+TOOL_CALL_FIELDS = (
+    "call_id",
+    "tool_name",
+    "arguments",
+    "arguments_hash",
+    "status",
+    "requires_approval",
+    "result",
+    "error_code",
+    "error_message",
+    "reason",
+)
+UNDECIDED = (ToolCallStatus.PENDING, ToolCallStatus.APPROVED)
+
+
+def _iso(value) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def capture_state(session: Session, up_to_message_seq: int | None = None) -> dict[str, Any]:
+    """The session's messages (up to ``up_to_message_seq``), their tool calls and attachments, config
+    and tags, as a JSON-able dict. Reads only; callers hold the session's row lock when they need the
+    messages and ``last_event_seq`` to agree."""
+    messages = Message.objects.filter(session=session).order_by("seq")
+    if up_to_message_seq is not None:
+        messages = messages.filter(seq__lte=up_to_message_seq)
+    messages = list(messages)
+    ids = [m.pk for m in messages]
+    by_id = {m.pk: m for m in messages}
+    calls = ToolCall.objects.filter(session=session).filter(message_id__in=ids).order_by("created_at", "id")
+    answered = {m.tool_call_id for m in messages if m.tool_call_id}
+    calls = list(calls) + list(ToolCall.objects.filter(pk__in=answered).exclude(message_id__in=ids))
+    attachments: dict[Any, list[dict[str, Any]]] = {}
+    for a in Attachment.objects.filter(message_id__in=ids).order_by("created_at", "id"):
+        attachments.setdefault(a.message_id, []).append(
+            {
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "size": a.size,
+                "sha256": a.sha256,
+                "file": a.file.name,
+                "analysis": a.analysis,
+            }
+        )
+    return {
+        "version": STATE_VERSION,
+        "config": session.config,
+        "tags": sorted(session.tags.values_list("name", flat=True)),
+        "tool_calls": [
+            {
+                "ref": str(call.pk),
+                "message_seq": by_id[call.message_id].seq if call.message_id in by_id else None,
+                **{field: getattr(call, field) for field in TOOL_CALL_FIELDS},
+            }
+            for call in {c.pk: c for c in calls}.values()
+        ],
+        "messages": [
+            {
+                "seq": m.seq,
+                "role": m.role,
+                "content": m.content,
+                "status": m.status,
+                "author": m.author_id,
+                "tool_call": str(m.tool_call_id) if m.tool_call_id else None,
+                "prompt_tokens": m.prompt_tokens,
+                "completion_tokens": m.completion_tokens,
+                "metadata": m.metadata,
+                "created_at": _iso(m.created_at),
+                "attachments": attachments.get(m.pk, []),
+            }
+            for m in messages
+        ],
+    }
+
+
+def checkpoint_create(
+    session: Session, reason: str = Checkpoint.Reason.MANUAL, name: str = "", created_by=None
+) -> Checkpoint:
+    """Capture ``session``'s messages, config and tags at its current ``last_event_seq``.
+
+    Takes the session's row lock so no message or event slips in between reading the counter and the
+    messages. Changes nothing on the session. The runtime calls it with ``reason="auto"`` after each
+    completed run.
+    """
+    if reason not in Checkpoint.Reason.values:
+        raise SwitchboardError(ErrorCode.VALIDATION_ERROR, "Unknown checkpoint reason.", {"reason": [reason]})
+    with transaction.atomic():
+        locked = Session.objects.select_for_update().get(pk=session.pk)
+        state = capture_state(locked)
+        return Checkpoint.objects.create(
+            organization_id=locked.organization_id,
+            session=locked,
+            seq=locked.last_event_seq,
+            message_seq=max((m["seq"] for m in state["messages"]), default=0),
+            reason=reason,
+            name=name[:200],
+            state=state,
+            created_by=created_by if getattr(created_by, "pk", None) else None,
+        )
+
+
+def _message_event_seq(session: Session, message: Message) -> int:
+    """The seq of the last event that wrote ``message`` (created, or updated when its stream ended)."""
+    seq = SessionEvent.objects.filter(
+        session=session, type__in=("message.created", "message.updated"), data__id=str(message.pk)
+    ).aggregate(seq=Max("seq"))["seq"]
+    return seq if seq is not None else session.last_event_seq
+
+
+def session_fork(
+    session: Session,
+    *,
+    checkpoint: Checkpoint | None = None,
+    message: Message | None = None,
+    owner=None,
+    name: str = "",
+) -> Session:
+    """A new ``active`` session holding ``session``'s history up to ``checkpoint`` or up to and including
+    ``message``, with the config and tags of that point, ``parent`` set to ``session`` and
+    ``forked_at_seq`` to the event seq of that point. Writes one ``session.created`` event (with
+    ``forked_from``) on the new session; the original is only read (its row lock is taken so a message
+    fork sees a consistent history).
+    """
+    if (checkpoint is None) == (message is None):
+        raise SwitchboardError(
+            ErrorCode.VALIDATION_ERROR,
+            "Fork from either a checkpoint or a message.",
+            {"non_field_errors": ["Give exactly one of checkpoint and message."]},
+        )
+    with transaction.atomic():
+        locked = Session.objects.select_for_update().get(pk=session.pk)
+        if checkpoint is not None:
+            if checkpoint.session_id != locked.pk:
+                raise not_found(ErrorCode.NOT_FOUND, "Checkpoint")
+            state, at_seq = checkpoint.state, checkpoint.seq
+        else:
+            if message.session_id != locked.pk:
+                raise not_found(ErrorCode.MESSAGE_NOT_FOUND, "Message")
+            if message.status == MessageStatus.STREAMING:
+                raise SwitchboardError(
+                    ErrorCode.INVALID_STATE,
+                    "That message is still streaming; fork from it once it is complete.",
+                    {"status": message.status},
+                )
+            state, at_seq = capture_state(locked, message.seq), _message_event_seq(locked, message)
+        fork = Session.objects.create(
+            organization_id=locked.organization_id,
+            agent_id=locked.agent_id,
+            template_id=locked.template_id,
+            owner=owner if getattr(owner, "pk", None) else None,
+            name=(name or f"{locked.name or 'Session'} (fork)")[:200],
+            status=SessionStatus.ACTIVE,
+            runtime_state=RuntimeState.IDLE,
+            config=state.get("config") or {},
+            metadata=locked.metadata,
+            parent=locked,
+            forked_at_seq=at_seq,
+            last_activity_at=timezone.now(),
+        )
+        fork.tags.set(_tags(state.get("tags") or [], locked))
+        restore_messages(fork, state)
+        event_publish(
+            fork,
+            "session.created",
+            {
+                **session_snapshot(fork),
+                "parent": str(locked.pk),
+                "forked_from": {
+                    "session": str(locked.pk),
+                    "checkpoint": str(checkpoint.pk) if checkpoint else None,
+                    "message": str(message.pk) if message else None,
+                    "seq": at_seq,
+                },
+            },
+        )
+    return fork
+
+
+def _tags(names: list[str], session: Session) -> list[Tag]:
+    # Tags deleted since the checkpoint are dropped; the organization's own name wins over a preset.
+    found: dict[str, Tag] = {}
+    for tag in Tag.objects.filter(name__in=names):
+        if tag.name not in found or tag.organization_id is not None:
+            found[tag.name] = tag
+    return list(found.values())
+
+
+def restore_messages(target: Session, state: dict[str, Any]) -> list[Message]:
+    """Create ``state``'s messages, tool calls and attachments in ``target`` (new ids, same seqs).
+
+    Calls that were still undecided are recorded as rejected: the fork has no run waiting on them.
+    Sets ``target.last_message_seq``. Runs inside the caller's transaction.
+    """
+    org_id = target.organization_id
+    authors = {m["author"] for m in state.get("messages", []) if m.get("author")}
+    known_users = set(get_user_model().objects.filter(pk__in=authors).values_list("pk", flat=True))
+    messages = Message.objects.bulk_create(
+        [
+            Message(
+                organization_id=org_id,
+                session=target,
+                seq=m["seq"],
+                role=m["role"],
+                content=m.get("content", ""),
+                status=MessageStatus.CANCELLED if m.get("status") == MessageStatus.STREAMING else m["status"],
+                author_id=m.get("author") if m.get("author") in known_users else None,
+                prompt_tokens=m.get("prompt_tokens", 0),
+                completion_tokens=m.get("completion_tokens", 0),
+                metadata=m.get("metadata") or {},
+            )
+            for m in state.get("messages", [])
+        ]
+    )
+    by_seq = {m.seq: m for m in messages}
+    calls: dict[str, ToolCall] = {}
+    for data in state.get("tool_calls", []):
+        fields = {f: data.get(f) for f in TOOL_CALL_FIELDS if f in data}
+        for field in ("arguments_hash", "error_code", "error_message", "reason", "call_id"):
+            fields[field] = fields.get(field) or ""
+        if fields.get("status") in UNDECIDED:
+            fields["status"] = ToolCallStatus.REJECTED
+            fields["reason"] = fields["reason"] or "Not decided before the fork."
+        calls[data["ref"]] = ToolCall(
+            organization_id=org_id, session=target, message=by_seq.get(data.get("message_seq")), **fields
+        )
+    ToolCall.objects.bulk_create(list(calls.values()))
+    answers = []
+    for data, message in zip(state.get("messages", []), messages, strict=True):
+        if data.get("tool_call") in calls:
+            message.tool_call = calls[data["tool_call"]]
+            answers.append(message)
+    if answers:
+        Message.objects.bulk_update(answers, ["tool_call"])
+    Attachment.objects.bulk_create(
+        [
+            Attachment(
+                organization_id=org_id,
+                message=message,
+                file=a["file"],
+                filename=a["filename"],
+                content_type=a["content_type"],
+                size=a["size"],
+                sha256=a["sha256"],
+                analysis=a.get("analysis") or {},
+            )
+            for data, message in zip(state.get("messages", []), messages, strict=True)
+            for a in data.get("attachments", [])
+            if a.get("file")
+        ]
+    )
+    target.last_message_seq = max(by_seq, default=0)
+    Session.objects.filter(pk=target.pk).update(last_message_seq=target.last_message_seq)
+    return messages

@@ -1,0 +1,125 @@
+"""Many-session exports: an ``Export`` row records the request and its progress; a queue task writes the
+JSONL file (``history_app.tasks.export_run``) and the API serves it when done."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from typing import Any
+
+from django.core.files import File
+from django.db import transaction
+from django.http import QueryDict
+from django.utils import timezone
+
+from core.errors import ErrorCode, SwitchboardError
+from core.models import Organization
+from history_app.filters import HISTORY_FILTER_PARAMS, FilterRequest, HistoryFilter, query_dict
+from history_app.formats import header_record, jsonl_line, session_records
+from history_app.models import Export, ExportStatus
+from sessions_app.models import Session
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_EVERY_SECONDS = 1.0
+
+
+def export_filters(params: QueryDict | dict[str, Any]) -> dict[str, list[str]]:
+    """The history filters among ``params``, as lists of strings (what an ``Export`` stores)."""
+    if isinstance(params, QueryDict):
+        items = params.lists()
+    else:
+        items = ((k, v if isinstance(v, list) else [v]) for k, v in params.items())
+    filters: dict[str, list[str]] = {}
+    for key, values in items:
+        if key in HISTORY_FILTER_PARAMS:
+            filters[key] = [
+                str(v).lower() if isinstance(v, bool) else str(v) for v in values if v is not None
+            ]
+    return filters
+
+
+def filtered_sessions(filters: dict[str, list[str]], user) -> Any:
+    """The sessions the history filters select, for ``user``; ``VALIDATION_ERROR`` if a filter is bad.
+
+    Runs inside the organization's tenant context.
+    """
+    data = query_dict(filters)
+    filterset = HistoryFilter(
+        data=data,
+        queryset=Session.objects.all(),
+        request=FilterRequest(user=user, query_params=data),
+    )
+    if not filterset.is_valid():
+        raise SwitchboardError(
+            ErrorCode.VALIDATION_ERROR, "The filters are not valid.", dict(filterset.errors)
+        )
+    return filterset.qs
+
+
+def export_create(*, organization: Organization, created_by, filters: dict[str, list[str]]) -> Export:
+    """Record an export of the sessions ``filters`` select and queue it after commit (ids only)."""
+    user = created_by if getattr(created_by, "pk", None) else None
+    total = filtered_sessions(filters, user).count()
+    with transaction.atomic():
+        export = Export.objects.create(
+            organization=organization, created_by=user, filters=filters, total=total
+        )
+        export_id = str(export.pk)
+
+        def enqueue() -> None:
+            from django_q.tasks import async_task
+
+            async_task("history_app.tasks.export_run", export_id, task_name=f"export-{export_id}")
+
+        transaction.on_commit(enqueue)
+    return export
+
+
+def export_write(export: Export) -> Export:
+    """Write the export's JSONL file and mark it completed (or failed). Runs in the export's tenant
+    context; a completed or running export is left alone, so a repeated task does nothing."""
+    claimed = Export.objects.filter(pk=export.pk, status=ExportStatus.QUEUED).update(
+        status=ExportStatus.RUNNING, started_at=timezone.now()
+    )
+    if not claimed:
+        return Export.objects.get(pk=export.pk)
+    export.refresh_from_db()
+    try:
+        sessions = (
+            filtered_sessions(export.filters, export.created_by)
+            .select_related("agent", "owner")
+            .prefetch_related("tags")
+            .order_by("created_at", "id")
+        )
+        total = sessions.count()
+        Export.objects.filter(pk=export.pk).update(total=total)
+        with tempfile.TemporaryFile(mode="w+b") as handle:
+            handle.write(jsonl_line(header_record(total)).encode())
+            written, last_report = 0, time.monotonic()
+            for session in sessions.iterator(chunk_size=100):
+                for record in session_records(session):
+                    handle.write(jsonl_line(record).encode())
+                written += 1
+                if time.monotonic() - last_report >= PROGRESS_EVERY_SECONDS:
+                    Export.objects.filter(pk=export.pk).update(progress=written)
+                    last_report = time.monotonic()
+            size = handle.tell()
+            handle.seek(0)
+            export.file.save(f"{export.pk}.jsonl", File(handle), save=False)
+        Export.objects.filter(pk=export.pk).update(
+            status=ExportStatus.COMPLETED,
+            progress=written,
+            file=export.file.name,
+            size=size,
+            finished_at=timezone.now(),
+        )
+    except Exception as exc:
+        logger.exception("export %s failed", export.pk)
+        message = exc.message if isinstance(exc, SwitchboardError) else "The export failed unexpectedly."
+        Export.objects.filter(pk=export.pk).update(
+            status=ExportStatus.FAILED, error=message, finished_at=timezone.now()
+        )
+    export.refresh_from_db()
+    return export

@@ -1,0 +1,201 @@
+"""Checkpoints and forks: state captured at an event seq, new sessions from it, the original untouched."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from core.errors import SwitchboardError
+from core.tenancy import tenant_context
+from history_app.services.attachments import attachments_add
+from history_app.services.checkpoints import checkpoint_create, session_fork
+from sessions_app.models import Attachment, Checkpoint, Message, Session, SessionEvent, Tag
+from sessions_app.services.lifecycle import session_update
+from tests.history_app.builders import add_message, add_tool_call, new_session
+from tests.support.assertions import assert_error
+from tools_app.models import ToolCall
+
+
+@pytest.fixture(autouse=True)
+def media(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture
+def history(world):
+    """world.a.session: user, assistant (asks a tool), tool answer, assistant; config and a tag."""
+    a, s = world.a, world.a.session
+    with tenant_context(a.org):
+        Tag.objects.create(organization=a.org, name="research")
+        session_update(s, config={"temperature": 0.5}, tags=[Tag.objects.get(name="research")])
+    m1 = add_message(a, "What is 6 times 7?")
+    m2 = add_message(a, "Let me calculate.", role="assistant")
+    call = add_tool_call(
+        a,
+        message=m2,
+        call_id="call_1",
+        arguments={"expression": "6*7"},
+        status="completed",
+        result={"value": 42},
+    )
+    m3 = add_message(a, "42", role="tool", tool_call=call)
+    m4 = add_message(a, "It is 42.", role="assistant")
+    with tenant_context(a.org):
+        attachments_add(m1, [SimpleUploadedFile("q.txt", b"six times seven\n", content_type="text/plain")])
+    return {"m1": m1, "m2": m2, "m3": m3, "m4": m4, "call": call}
+
+
+def test_checkpoint_captures_messages_config_and_tags_at_the_current_seq(world, history):
+    s = world.a.session
+    with tenant_context(world.a.org):
+        cp = checkpoint_create(s, name="before more", created_by=world.a.member)
+        s.refresh_from_db()
+    assert (cp.seq, cp.message_seq, cp.reason, cp.name) == (s.last_event_seq, 4, "manual", "before more")
+    assert cp.created_by == world.a.member and cp.organization_id == world.a.org.pk
+    state = cp.state
+    assert state["config"] == {"temperature": 0.5} and state["tags"] == ["research"]
+    assert [(m["seq"], m["role"], m["content"], m["status"]) for m in state["messages"]] == [
+        (1, "user", "What is 6 times 7?", "complete"),
+        (2, "assistant", "Let me calculate.", "complete"),
+        (3, "tool", "42", "complete"),
+        (4, "assistant", "It is 42.", "complete"),
+    ]
+    (call,) = state["tool_calls"]
+    assert call["message_seq"] == 2 and call["tool_name"] == "calculator" and call["result"] == {"value": 42}
+    assert state["messages"][2]["tool_call"] == call["ref"]
+    assert state["messages"][0]["attachments"][0]["filename"] == "q.txt"
+
+
+def test_auto_checkpoints_and_bad_reasons(world, history):
+    with tenant_context(world.a.org):
+        assert checkpoint_create(world.a.session, reason="auto").reason == "auto"
+        with pytest.raises(SwitchboardError):
+            checkpoint_create(world.a.session, reason="whenever")
+
+
+def test_checkpoints_api(world, client_for, history):
+    c = client_for(world.a.member)
+    base = world.a.url(f"sessions/{world.a.session.pk}/checkpoints/")
+    created = c.post(base, {"name": "v1"}, format="json")
+    assert created.status_code == 201, created.content
+    body = created.json()
+    assert body["name"] == "v1" and body["reason"] == "manual" and body["message_count"] == 4
+    assert body["created_by"] == "acme-member"
+    listed = c.get(base).json()["results"]
+    assert [cp["id"] for cp in listed] == [body["id"]]
+    detail = c.get(f"{base}{body['id']}/").json()
+    assert len(detail["state"]["messages"]) == 4
+    assert_error(client_for(world.a.viewer).post(base, {}, format="json"), 403, "PERMISSION_DENIED")
+
+
+def test_fork_from_a_checkpoint(world, client_for, history):
+    s = world.a.session
+    with tenant_context(world.a.org):
+        cp = checkpoint_create(s)
+    add_message(world.a, "A later question", session=s)  # after the checkpoint: not in the fork
+    before = list(Message.all_tenants_unsafe.filter(session=s).values_list("pk", "content", "seq"))
+    r = client_for(world.a.admin).post(
+        world.a.url(f"sessions/{s.pk}/fork/"), {"checkpoint": str(cp.pk), "name": "Branch"}, format="json"
+    )
+    assert r.status_code == 201, r.content
+    body = r.json()
+    assert body["name"] == "Branch" and body["status"] == "active" and body["owner"] == "acme-admin"
+    assert body["parent"] == str(s.pk) and body["forked_at_seq"] == cp.seq
+    assert body["config"] == {"temperature": 0.5} and [t["name"] for t in body["tags"]] == ["research"]
+    fork = Session.all_tenants_unsafe.get(pk=body["id"])
+    copies = list(Message.all_tenants_unsafe.filter(session=fork).order_by("seq"))
+    assert [(m.seq, m.role, m.content) for m in copies] == [
+        (seq, m["role"], m["content"]) for seq, m in zip(range(1, 5), cp.state["messages"], strict=True)
+    ]
+    assert fork.last_message_seq == 4 and all(m.pk not in {p for p, _, _ in before} for m in copies)
+    (call,) = ToolCall.all_tenants_unsafe.filter(session=fork)
+    assert call.message == copies[1] and copies[2].tool_call == call and call.pk != history["call"].pk
+    assert Attachment.all_tenants_unsafe.get(message=copies[0]).filename == "q.txt"
+    events = list(SessionEvent.all_tenants_unsafe.filter(session=fork).values_list("type", "data"))
+    assert [t for t, _ in events] == ["session.created"]
+    assert events[0][1]["parent"] == str(s.pk)
+    assert events[0][1]["forked_from"] == {
+        "session": str(s.pk),
+        "checkpoint": str(cp.pk),
+        "message": None,
+        "seq": cp.seq,
+    }
+    # The original is untouched.
+    assert list(Message.all_tenants_unsafe.filter(session=s).values_list("pk", "content", "seq")) == before
+
+
+def test_fork_from_a_message_includes_it_and_nothing_after(world, client_for, history):
+    s = world.a.session
+    r = client_for(world.a.member).post(
+        world.a.url(f"sessions/{s.pk}/fork/"), {"message": str(history["m2"].pk)}, format="json"
+    )
+    assert r.status_code == 201, r.content
+    fork = Session.all_tenants_unsafe.get(pk=r.json()["id"])
+    assert fork.name == "acme session (fork)" and fork.owner == world.a.member
+    assert list(Message.all_tenants_unsafe.filter(session=fork).values_list("seq", "content")) == [
+        (1, "What is 6 times 7?"),
+        (2, "Let me calculate."),
+    ]
+    created = SessionEvent.all_tenants_unsafe.get(
+        session=s, type="message.created", data__id=str(history["m2"].pk)
+    )
+    assert fork.forked_at_seq == created.seq
+    assert ToolCall.all_tenants_unsafe.get(session=fork).status == "completed"
+    # The fork continues on its own: its next message is seq 3, the original keeps its 4 (+0).
+    add_message(world.a, "and then?", session=fork)
+    assert Message.all_tenants_unsafe.filter(session=fork).count() == 3
+    assert Message.all_tenants_unsafe.filter(session=s).count() == 4
+
+
+def test_undecided_tool_calls_are_not_left_pending_in_a_fork(world, history):
+    m = add_message(world.a, "Checking", role="assistant")
+    add_tool_call(world.a, message=m, status="pending", requires_approval=True)
+    with tenant_context(world.a.org):
+        fork = session_fork(world.a.session, message=m)
+        statuses = sorted(ToolCall.objects.filter(session=fork).values_list("status", flat=True))
+    assert statuses == ["completed", "rejected"]
+
+
+def test_fork_needs_exactly_one_point(world, client_for, history):
+    c = client_for(world.a.member)
+    url = world.a.url(f"sessions/{world.a.session.pk}/fork/")
+    assert_error(c.post(url, {}, format="json"), 400, "VALIDATION_ERROR")
+    with tenant_context(world.a.org):
+        cp = checkpoint_create(world.a.session)
+    both = {"checkpoint": str(cp.pk), "message": str(history["m1"].pk)}
+    assert_error(c.post(url, both, format="json"), 400, "VALIDATION_ERROR")
+
+
+def test_points_of_another_session_or_organization_are_not_found(world, client_for, history):
+    other = new_session(world.a, "other")
+    other_message = add_message(world.a, "elsewhere", session=other)
+    with tenant_context(world.a.org):
+        other_cp = checkpoint_create(other)
+    c = client_for(world.a.member)
+    url = world.a.url(f"sessions/{world.a.session.pk}/fork/")
+    assert_error(c.post(url, {"checkpoint": str(other_cp.pk)}, format="json"), 404, "NOT_FOUND")
+    assert_error(c.post(url, {"message": str(other_message.pk)}, format="json"), 404, "MESSAGE_NOT_FOUND")
+    # world.b, with world.a's ids.
+    with tenant_context(world.a.org):
+        cp = checkpoint_create(world.a.session)
+    b = client_for(world.b.owner)
+    b_url = world.b.url(f"sessions/{world.b.session.pk}/fork/")
+    body = b.post(b_url, {"checkpoint": str(cp.pk)}, format="json")
+    assert_error(body, 400, "VALIDATION_ERROR")
+    assert body.json()["error"]["details"] == {"checkpoint": ["Checkpoint not found."]}
+    assert_error(
+        b.post(world.b.url(f"sessions/{world.a.session.pk}/fork/"), {}, format="json"),
+        404,
+        "SESSION_NOT_FOUND",
+    )
+    assert_error(b.get(world.b.url(f"sessions/{world.b.session.pk}/checkpoints/{cp.pk}/")), 404, "NOT_FOUND")
+    assert_error(b.get(world.b.url(f"sessions/{world.a.session.pk}/checkpoints/")), 404, "SESSION_NOT_FOUND")
+    assert Session.all_tenants_unsafe.filter(organization=world.b.org).count() == 1
+    assert Checkpoint.all_tenants_unsafe.filter(organization=world.b.org).count() == 0
+
+
+def test_a_streaming_message_cannot_be_forked_from(world, history):
+    m = add_message(world.a, "partial", role="assistant", status="streaming")
+    with tenant_context(world.a.org), pytest.raises(SwitchboardError) as caught:
+        session_fork(world.a.session, message=m)
+    assert caught.value.code == "INVALID_STATE"
