@@ -6,6 +6,7 @@ from rest_framework import serializers
 
 from core.api.fields import TenantRelatedField
 from core.events import event_envelope
+from history_app.api.serializers import AttachmentSerializer
 from sessions_app.config import validate_session_config
 from sessions_app.models import (
     Agent,
@@ -157,6 +158,7 @@ class SessionUpdateSerializer(serializers.Serializer):
 
 class MessageSerializer(serializers.ModelSerializer):
     author = serializers.CharField(source="author.username", read_only=True, default=None)
+    attachments = AttachmentSerializer(many=True, read_only=True)
 
     class Meta:
         model = Message
@@ -168,6 +170,7 @@ class MessageSerializer(serializers.ModelSerializer):
             "content",
             "status",
             "author",
+            "attachments",
             "run",
             "tool_call",
             "prompt_tokens",

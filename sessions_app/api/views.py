@@ -167,7 +167,11 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, SessionCh
     ordering = ["seq"]
 
     def get_base_queryset(self):
-        return Message.objects.select_related("author").filter(session=self.get_session())
+        return (
+            Message.objects.select_related("author")
+            .prefetch_related("attachments")
+            .filter(session=self.get_session())
+        )
 
     @extend_schema(
         request=MessagePostSerializer,

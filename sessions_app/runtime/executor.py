@@ -236,7 +236,7 @@ class RunExecutor:
         return result
 
     def _stream_started(self, message: Message, ttft: float) -> None:
-        with transaction.atomic():
+        with transaction.atomic(savepoint=False):
             if self.run.ttft_ms is None:
                 self.run.ttft_ms = int(ttft * 1000)
                 Run.objects.filter(pk=self.run.pk).update(ttft_ms=self.run.ttft_ms)
@@ -250,7 +250,7 @@ class RunExecutor:
             runs.session_set_runtime_state(self.session, RuntimeState.STREAMING, run=self.run)
 
     def _flush(self, message: Message, delta: str, text: str, index: int) -> None:
-        with transaction.atomic():
+        with transaction.atomic(savepoint=False):  # one per chunk: no savepoint round trips
             Message.objects.filter(pk=message.pk).update(content=text)
             event_publish(
                 self.session,

@@ -34,27 +34,25 @@ def current_time(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def search_history(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
-    from sessions_app.models import Message
+    from core.errors import SwitchboardError
+    from history_app.search.backends import search_messages
+    from history_app.search.query import parse_query
 
-    limit = int(args.get("limit") or 5)
     try:
-        from history_app.selectors import search_messages
-    except ImportError:  # the history app's full-text search; a plain scan is the fallback
-        search_messages = None
-    if search_messages is not None:
-        hits = search_messages(args["query"], limit=limit)
-        return {"query": args["query"], "results": hits}
-    rows = Message.objects.filter(content__icontains=args["query"]).select_related("session")[:limit]
+        query = parse_query(args["query"])
+    except SwitchboardError as exc:
+        raise ToolFailed(exc.message) from exc
+    page = search_messages(query, organization=ctx.organization, limit=int(args.get("limit") or 5))
     return {
         "query": args["query"],
         "results": [
             {
-                "session": str(m.session_id),
-                "session_name": m.session.name,
-                "role": m.role,
-                "snippet": m.content[:300],
+                "session": str(hit.session_id),
+                "session_name": hit.session_name,
+                "role": hit.role,
+                "snippet": hit.snippet.replace("<mark>", "").replace("</mark>", ""),
             }
-            for m in rows
+            for hit in page.hits
         ],
     }
 
