@@ -27,7 +27,7 @@ def test_upload_is_stored_with_its_analysis(world, client_for):
     with tenant_context(world.a.org):
         stored = Attachment.objects.get(pk=attachment["id"])
     assert stored.analysis["kind"] == "csv"
-    assert stored.analysis["details"]["rows"] == 2
+    assert stored.analysis["details"]["row_count"] == 2
 
 
 def test_a_bad_file_rejects_the_whole_post_and_stores_nothing(world, client_for, settings):
