@@ -27,6 +27,7 @@ import subprocess
 import threading
 import time
 import uuid
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -85,7 +86,7 @@ class _Output:
         return self.data.decode("utf-8", errors="replace")
 
 
-class ExecutionDriver:
+class ExecutionDriver(ABC):
     """Base class of the per-mode drivers: one persistent interpreter per session.
 
     Subclasses define :attr:`mode`, :meth:`command` (the interpreter argv inside the
@@ -127,9 +128,9 @@ class ExecutionDriver:
         self._proc_lock = threading.RLock()
 
     # -- to be provided by subclasses ---------------------------------------------------------
+    @abstractmethod
     def command(self) -> list[str]:
         """Return the argv of the REPL wrapper process (as run inside the sandbox)."""
-        raise NotImplementedError
 
     def extra_env(self) -> dict[str, str]:
         """Extra environment variables for the interpreter."""
