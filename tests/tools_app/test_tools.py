@@ -72,7 +72,7 @@ def test_search_history_finds_only_this_organizations_conversations(world, llm, 
     post_and_run(world.a, "When does it ship?")
     (answer,) = tool_answers(llm.chat_requests[1])
     assert answer["query"] == "whale project"
-    assert [(r["session_name"], r["snippet"]) for r in answer["results"]] == [
+    assert [(r["session_name"], r["content"]) for r in answer["results"]] == [
         ("planning", "Our blue whale project ships in May.")
     ]
 

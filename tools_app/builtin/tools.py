@@ -11,6 +11,8 @@ from django.conf import settings
 from tools_app.builtin.calculator import CalculatorError, evaluate
 from tools_app.registry import SideEffect, ToolContext, ToolSpec, register
 
+SEARCH_RESULT_CHARS = 1000  # of each matching message, in a search_history result
+
 
 class ToolFailed(Exception):
     """A handler's clear, user-facing failure (becomes ``TOOL_EXECUTION_FAILED`` with this message)."""
@@ -37,12 +39,16 @@ def search_history(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     from core.errors import SwitchboardError
     from history_app.search.backends import search_messages
     from history_app.search.query import parse_query
+    from sessions_app.models import Message
 
     try:
         query = parse_query(args["query"])
     except SwitchboardError as exc:
         raise ToolFailed(exc.message) from exc
     page = search_messages(query, organization=ctx.organization, limit=int(args.get("limit") or 5))
+    contents = dict(
+        Message.objects.filter(pk__in=[hit.message_id for hit in page.hits]).values_list("pk", "content")
+    )
     return {
         "query": args["query"],
         "results": [
@@ -50,7 +56,8 @@ def search_history(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
                 "session": str(hit.session_id),
                 "session_name": hit.session_name,
                 "role": hit.role,
-                "snippet": hit.snippet.replace("<mark>", "").replace("</mark>", ""),
+                "created_at": hit.created_at.isoformat(),
+                "content": contents.get(hit.message_id, "")[:SEARCH_RESULT_CHARS],
             }
             for hit in page.hits
         ],
