@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 if TYPE_CHECKING:
@@ -85,18 +85,13 @@ def event_publish(session: Session, type: str, data: dict[str, Any] | None = Non
     Takes the session's row lock (inside its own or the caller's transaction) to hand out the next
     ``seq``; updates ``session.last_event_seq`` in memory too.
     """
-    from sessions_app.models import Session, SessionEvent
+    from sessions_app.models import SessionEvent
 
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type!r}")
-    with transaction.atomic():
-        seq = (
-            Session.objects.select_for_update()
-            .filter(pk=session.pk)
-            .values_list("last_event_seq", flat=True)
-            .get()
-        ) + 1
-        Session.objects.filter(pk=session.pk).update(last_event_seq=seq)
+    # No savepoint: a failure here fails the caller's transaction anyway, and streaming publishes often.
+    with transaction.atomic(savepoint=False):
+        seq = _next_seq(session)
         event = SessionEvent.objects.create(
             organization_id=session.organization_id,
             session_id=session.pk,
@@ -110,6 +105,25 @@ def event_publish(session: Session, type: str, data: dict[str, Any] | None = Non
         transaction.on_commit(lambda: push_live(session_group(session.pk), envelope))
     session.last_event_seq = seq
     return event
+
+
+def _next_seq(session: Session) -> int:
+    """Increment the session's ``last_event_seq`` and return it: one UPDATE that takes the row lock."""
+    from sessions_app.models import Session
+
+    meta, quote = Session._meta, connection.ops.quote_name
+    column = quote(meta.get_field("last_event_seq").column)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {quote(meta.db_table)} SET {column} = {column} + 1 "
+            f"WHERE {quote(meta.pk.column)} = %s AND {quote(meta.get_field('organization').column)} = %s "
+            f"RETURNING {column}",
+            [meta.pk.get_db_prep_value(session.pk, connection), session.organization_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise Session.DoesNotExist(f"session {session.pk} not found")
+    return row[0]
 
 
 def push_live(group: str, envelope: dict[str, Any], message_type: str = "session.event") -> None:

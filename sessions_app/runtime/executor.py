@@ -4,7 +4,8 @@ It claims the run's lease, builds the context, streams the completion and publis
 ``stream.chunk`` events (the first delta at once, then one flush every ``STREAM_FLUSH_MS``), persisting
 the reply's text in the same transaction as each chunk event so the message and the event log always
 agree. The provider stream is read on a separate thread: the loop here wakes at least every 100 ms to
-flush, renew the lease and notice a cancel, and closes the provider's connection to stop at once.
+flush and notice a cancel (renewing the lease four times per lease period), and closes the provider's
+connection to stop at once.
 Tool calls go to the tools app; a call that needs a person ends the worker's part until a decision
 re-enqueues the run.
 """

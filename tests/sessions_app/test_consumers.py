@@ -7,7 +7,9 @@ loop the consumers run on. Waiting is always for a frame (with a generous timeou
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
 
 import pytest
@@ -333,6 +335,51 @@ def test_events_both_pushed_and_logged_are_delivered_once(world, issue_key):
         await ws.disconnect()
 
     run_async(scenario)
+
+
+def test_events_never_pushed_reach_every_watcher_through_the_log(world, issue_key, monkeypatch):
+    """Events made by a process this server's channel layer cannot hear (the in-memory layer across
+    processes) are found in the log by the server's log watcher, for every client watching."""
+    secret = issue_key(world.a)
+    monkeypatch.setattr("core.events.push_live", lambda *args, **kwargs: None)
+
+    async def scenario():
+        clients = [await connect(ws_path(world.a), bearer(secret)) for _ in range(3)]
+        seqs = await apublish(world.a, 5)
+        for ws in clients:
+            assert [e["seq"] for e in await events_through(ws, seqs[-1])] == seqs
+        for ws in clients:
+            await ws.disconnect()
+
+    run_async(scenario)
+
+
+def test_pushes_from_a_plain_thread_arrive_in_order(world):
+    """A queue worker publishes from a thread with no event loop: its pushes go through the process's
+    LivePusher (one loop, one connection) and reach the group in the order they were made."""
+    from channels.layers import get_channel_layer
+
+    from core.events import LivePusher, push_live, session_group
+
+    layer = get_channel_layer()
+    group = session_group(world.a.session.pk)
+
+    async def subscribe():
+        channel = await layer.new_channel()
+        await layer.group_add(group, channel)
+        return channel
+
+    async def drain(channel, count):
+        return [(await asyncio.wait_for(layer.receive(channel), WAIT))["event"]["n"] for _ in range(count)]
+
+    channel = async_to_sync(subscribe)()
+    senders = [threading.Thread(target=push_live, args=(group, {"n": n})) for n in range(40)]
+    for sender in senders:  # one after the other, each from a fresh thread like a worker's
+        sender.start()
+        sender.join()
+    assert LivePusher.instance().flush(timeout=WAIT)
+    assert async_to_sync(drain)(channel, 40) == list(range(40))
+    async_to_sync(layer.group_discard)(group, channel)
 
 
 def test_event_feed_drops_duplicates_and_fills_gaps_from_the_log(world):
