@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +25,9 @@ from django.test import Client, override_settings
 
 from core.models import Membership, Organization, Role
 from core.tenancy import tenant_context
-from sessions_app.models import Agent
+from sessions_app.models import RUN_ACTIVE_STATUSES, Agent, Run, RunStatus
 from sessions_app.services.catalog import provider_credential_save
+from sessions_app.services.runs import run_cancel
 from tests.conftest import make_user
 from tests.e2e.conftest import Stack, free_port, shared_database_url
 from tests.support.llm_server import LLMServer
@@ -213,7 +215,7 @@ class WebTenant:
 
 
 @pytest.fixture
-def tenant(transactional_db, live_stack, llm, settings) -> WebTenant:
+def tenant(transactional_db, live_stack, llm, settings):
     """An organization whose default provider is the test LLM server, with an agent that runs its tools
     at once and one that asks a person first. Its users sign in with :func:`sign_in` (a session cookie), so
     their passwords get a fast hash the servers cannot check; :func:`with_real_password` gives one a real one.
@@ -248,7 +250,19 @@ def tenant(transactional_db, live_stack, llm, settings) -> WebTenant:
             max_retries=0,
             timeout_seconds=10.0,
         )
-    return WebTenant(org=org, agent=agent, manual_agent=manual, **users)
+    yield WebTenant(org=org, agent=agent, manual_agent=manual, **users)
+    _settle_runs(org)
+
+
+def _settle_runs(org, timeout: float = 20.0) -> None:
+    """Cancel what the servers still run for this test and wait until no worker writes, so that emptying
+    the database after the test (TRUNCATE on PostgreSQL) does not deadlock with a streaming run."""
+    with tenant_context(org):
+        for run in Run.objects.filter(status__in=RUN_ACTIVE_STATUSES):
+            run_cancel(run)
+        deadline = time.monotonic() + timeout
+        while Run.objects.filter(status=RunStatus.RUNNING).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def with_real_password(user, password: str) -> None:
