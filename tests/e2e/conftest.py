@@ -27,6 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,10 +230,12 @@ def llm_server():
         yield server
 
 
-@pytest.fixture(scope="package")
-def stack(django_db_setup, django_db_blocker, llm_server):
-    """The servers, once for the e2e tests (and stopped after them, not at the end of the whole run)."""
-    workdir = Path(tempfile.mkdtemp(prefix="sb-e2e-"))
+@contextmanager
+def running_stack(django_db_blocker, name: str, **extra_env: str):
+    """Daphne and a queue cluster on the test database, under a queue name of their own (``name``-...),
+    in a temporary working folder; stopped and removed on exit. ``extra_env`` adds or overrides settings."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"sb-{name}-", dir="/tmp"))
+    workdir.chmod(0o711)  # a sandbox's uid must traverse it to reach its workdir (see the exec tests)
     with django_db_blocker.unblock():
         database_url = shared_database_url()
     env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_ALLOW_ASYNC_UNSAFE", "REDIS_URL")}
@@ -240,13 +243,12 @@ def stack(django_db_setup, django_db_blocker, llm_server):
         DJANGO_SETTINGS_MODULE="config.settings",
         DATABASE_URL=database_url,
         SECRET_KEY=settings.SECRET_KEY,  # provider keys are encrypted with it
-        Q_CLUSTER_NAME=f"e2e-{uuid.uuid4().hex[:12]}",
+        Q_CLUSTER_NAME=f"{name}-{uuid.uuid4().hex[:12]}",
         Q_WORKERS="2",
-        RUN_LEASE_SECONDS="3",
-        SSE_HEARTBEAT_SECONDS="1",
         DATA_DIR=str(workdir / "data"),
         PROMETHEUS_MULTIPROC_DIR=str(workdir / "metrics"),
         PYTHONUNBUFFERED="1",
+        **extra_env,
     )
     if settings.REDIS_URL:
         env["REDIS_URL"] = settings.REDIS_URL
@@ -260,6 +262,13 @@ def stack(django_db_setup, django_db_blocker, llm_server):
     finally:
         servers.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="package")
+def stack(django_db_setup, django_db_blocker, llm_server):
+    """The servers, once for the e2e tests (and stopped after them, not at the end of the whole run)."""
+    with running_stack(django_db_blocker, "e2e", RUN_LEASE_SECONDS="3", SSE_HEARTBEAT_SECONDS="1") as servers:
+        yield servers
 
 
 @pytest.fixture

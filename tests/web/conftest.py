@@ -15,7 +15,6 @@ import os
 import shutil
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from sessions_app.models import RUN_ACTIVE_STATUSES, Agent, Run, RunStatus
 from sessions_app.services.catalog import provider_credential_save
 from sessions_app.services.runs import run_cancel
 from tests.conftest import make_user
-from tests.e2e.conftest import Stack, free_port, shared_database_url
+from tests.e2e.conftest import running_stack
 from tests.support.llm_server import LLMServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,37 +49,20 @@ CHROMIUM_ARGS = [
 def live_stack(django_db_setup, django_db_blocker):
     """Daphne and a queue cluster on the test database, for the browser tests (the end-to-end tests'
     ``Stack``), with execution sessions on for the admin console."""
-    workdir = Path(tempfile.mkdtemp(prefix="sb-web-", dir="/tmp"))
-    workdir.chmod(0o711)  # a sandbox's uid must traverse it to reach its workdir (see the exec tests)
-    with django_db_blocker.unblock():
-        database_url = shared_database_url()
-    env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_ALLOW_ASYNC_UNSAFE", "REDIS_URL")}
-    env.update(
-        DJANGO_SETTINGS_MODULE="config.settings",
-        DATABASE_URL=database_url,
-        SECRET_KEY=settings.SECRET_KEY,  # provider keys are encrypted with it
-        Q_CLUSTER_NAME=f"web-{uuid.uuid4().hex[:12]}",
-        Q_WORKERS="2",
-        DATA_DIR=str(workdir / "data"),
-        PROMETHEUS_MULTIPROC_DIR=str(workdir / "metrics"),
-        PYTHONUNBUFFERED="1",
-        # The admin console needs execution sessions; the agents here list no execution tools.
-        ENABLE_EXEC_SESSIONS="true",
-        EXEC_ROOT=str(workdir / "exec"),
-        ACTIVITY_DIR=str(workdir / "activity"),
-    )
-    if settings.REDIS_URL:
-        env["REDIS_URL"] = settings.REDIS_URL
-    if settings.ENCRYPTION_KEYS:
-        env["ENCRYPTION_KEYS"] = ",".join(settings.ENCRYPTION_KEYS)
-    servers = Stack(workdir, env, free_port())
+    exec_root = Path(tempfile.mkdtemp(prefix="sb-web-exec-", dir="/tmp"))
+    exec_root.chmod(0o711)  # a sandbox's uid must traverse it to reach its workdir (see the exec tests)
     try:
-        with django_db_blocker.unblock():
-            servers.start()
-        yield servers
+        # The admin console needs execution sessions; the agents here list no execution tools.
+        with running_stack(
+            django_db_blocker,
+            "web",
+            ENABLE_EXEC_SESSIONS="true",
+            EXEC_ROOT=str(exec_root / "exec"),
+            ACTIVITY_DIR=str(exec_root / "activity"),
+        ) as servers:
+            yield servers
     finally:
-        servers.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(exec_root, ignore_errors=True)
 
 
 @pytest.fixture(scope="package")
