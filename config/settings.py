@@ -97,7 +97,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     # A file, not :memory:, so end-to-end tests can share the test database with real server processes.
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test_switchboard.sqlite3")}
-else:
+elif env.int("DB_POOL_MAX_SIZE", default=10) > 0:
+    # A connection pool per process (psycopg_pool, Django's built-in support): Django serves each ASGI
+    # request on a thread of its own, so without one every request and every queue task paid for a new
+    # PostgreSQL connection (several ms). Forked queue workers start pools of their own (core.db).
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env.int("DB_POOL_MIN_SIZE", default=1),
+        "max_size": env.int("DB_POOL_MAX_SIZE", default=10),
+        "timeout": env.float("DB_POOL_TIMEOUT_SECONDS", default=30.0),
+    }
+else:  # DB_POOL_MAX_SIZE=0: no pool; connections as Django makes them
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=0))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 IS_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"

@@ -63,7 +63,10 @@ def organization_for_slug(slug: str) -> Organization:
 
 def resolve_access(slug: str, user, api_key: ApiKey | None = None) -> Access:
     """The caller's access to organization ``slug``; not found unless they belong to it."""
-    org = Organization.objects.filter(slug=slug).first()
+    if api_key is not None and api_key.organization.slug == slug:
+        org = api_key.organization  # loaded with the key
+    else:
+        org = Organization.objects.filter(slug=slug).first()
     if org is None:
         raise not_found(ErrorCode.ORGANIZATION_NOT_FOUND, "Organization")
     if api_key is not None:

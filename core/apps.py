@@ -10,6 +10,7 @@ class CoreConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
+        import core.db  # noqa: F401  (fork safety of connection pools)
         from core.schedules import schedules_ensure
 
         post_migrate.connect(schedules_ensure, sender=self, dispatch_uid="switchboard-schedules")

@@ -15,7 +15,7 @@ import logging
 import os
 import queue
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
@@ -79,46 +79,74 @@ def event_envelope(event: SessionEvent) -> dict[str, Any]:
     }
 
 
+class Pending(NamedTuple):
+    """An event to publish with :func:`events_publish`."""
+
+    type: str
+    data: dict[str, Any] | None = None
+    run: Run | None = None
+
+
 def event_publish(session: Session, type: str, data: dict[str, Any] | None = None, *, run: Run | None = None):
     """Append an event to ``session``'s log and push it live after commit.
 
     Takes the session's row lock (inside its own or the caller's transaction) to hand out the next
     ``seq``; updates ``session.last_event_seq`` in memory too.
     """
+    return events_publish(session, [Pending(type, data, run)])[0]
+
+
+def events_publish(session: Session, events: list[Pending]) -> list[SessionEvent]:
+    """Append several events at once: one ``UPDATE`` hands out their ``seq`` numbers, one ``INSERT``
+    stores them, and they are pushed in order after commit. What a step of a run changes together
+    (a claim, the start of a reply) is published together, with a single write."""
     from sessions_app.models import SessionEvent
 
-    if type not in EVENT_TYPES:
-        raise ValueError(f"unknown event type {type!r}")
+    for pending in events:
+        if pending.type not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {pending.type!r}")
     # No savepoint: a failure here fails the caller's transaction anyway, and streaming publishes often.
     with transaction.atomic(savepoint=False):
-        seq = _next_seq(session)
-        event = SessionEvent.objects.create(
-            organization_id=session.organization_id,
-            session_id=session.pk,
-            seq=seq,
-            type=type,
-            run=run,
-            data=data or {},
-            created_at=timezone.now(),
+        last = session_counter_advance(session, "last_event_seq", len(events))
+        now = timezone.now()
+        rows = SessionEvent.objects.bulk_create(
+            SessionEvent(
+                organization_id=session.organization_id,
+                session_id=session.pk,
+                seq=last - len(events) + 1 + i,
+                type=pending.type,
+                run=pending.run,
+                data=pending.data or {},
+                created_at=now,
+            )
+            for i, pending in enumerate(events)
         )
-        envelope = event_envelope(event)
-        transaction.on_commit(lambda: push_live(session_group(session.pk), envelope))
-    session.last_event_seq = seq
-    return event
+        envelopes = [event_envelope(row) for row in rows]
+        group = session_group(session.pk)
+        transaction.on_commit(lambda: push_live(group, {"type": "session.events", "events": envelopes}))
+    session.last_event_seq = last
+    return rows
 
 
-def _next_seq(session: Session) -> int:
-    """Increment the session's ``last_event_seq`` and return it: one UPDATE that takes the row lock."""
+def session_counter_advance(session: Session, field: str, count: int = 1, *, touch=None) -> int:
+    """Add ``count`` to one of the session's counters (``last_event_seq``, ``last_message_seq``) and
+    return its new value, also setting ``last_activity_at`` to ``touch`` if given: one
+    ``UPDATE … RETURNING`` that takes the row lock, where the ORM needs a locked read and a write."""
     from sessions_app.models import Session
 
     meta, quote = Session._meta, connection.ops.quote_name
-    column = quote(meta.get_field("last_event_seq").column)
+    column = quote(meta.get_field(field).column)
+    assignments, params = [f"{column} = {column} + %s"], [count]
+    if touch is not None:
+        activity = meta.get_field("last_activity_at")
+        assignments.append(f"{quote(activity.column)} = %s")
+        params.append(activity.get_db_prep_value(touch, connection))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {quote(meta.db_table)} SET {column} = {column} + 1 "
+            f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} "
             f"WHERE {quote(meta.pk.column)} = %s AND {quote(meta.get_field('organization').column)} = %s "
             f"RETURNING {column}",
-            [meta.pk.get_db_prep_value(session.pk, connection), session.organization_id],
+            [*params, meta.pk.get_db_prep_value(session.pk, connection), session.organization_id],
         )
         row = cursor.fetchone()
     if row is None:
@@ -126,8 +154,11 @@ def _next_seq(session: Session) -> int:
     return row[0]
 
 
-def push_live(group: str, envelope: dict[str, Any], message_type: str = "session.event") -> None:
-    """Send an envelope to a channel group. A failure is logged: the event log still has it.
+def push_live(group: str, message: dict[str, Any]) -> None:
+    """Send a message to a channel group. A failure is logged: the event log still has it.
+
+    A session's group gets ``{"type": "session.events", "events": [envelope, ...]}``: the events one
+    transaction published, in ``seq`` order.
 
     In a thread an ASGI server runs sync code on, the send goes through the server's own event loop
     (the in-memory layer is only safe there). Anywhere else (queue workers, commands) it is handed to
@@ -136,7 +167,6 @@ def push_live(group: str, envelope: dict[str, Any], message_type: str = "session
     layer = get_channel_layer()
     if layer is None:
         return
-    message = {"type": message_type, "event": envelope}
     if _server_loop() is None:
         LivePusher.instance().submit(layer, group, message)
         return

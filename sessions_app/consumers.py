@@ -145,9 +145,10 @@ class SessionConsumer(TenantConsumer):
         if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
-    async def session_event(self, message: dict[str, Any]) -> None:
+    async def session_events(self, message: dict[str, Any]) -> None:
         if self.feed is not None:
-            self.feed.offer(message["event"])
+            for envelope in message["events"]:
+                self.feed.offer(envelope)
 
     async def receive_json(self, content: Any, **kwargs) -> None:
         ref = content.get("id") if isinstance(content, dict) else None

@@ -84,8 +84,9 @@ async def _events(organization, session, after: int):
     async def receive_live() -> None:
         while True:
             message = await layer.receive(channel)
-            if message.get("type") == "session.event":
-                feed.offer(message["event"])
+            if message.get("type") == "session.events":
+                for envelope in message["events"]:
+                    feed.offer(envelope)
 
     async def pump() -> None:
         async for envelope in feed:

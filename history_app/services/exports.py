@@ -68,12 +68,12 @@ def export_create(*, organization: Organization, created_by, filters: dict[str, 
         )
         export_id = str(export.pk)
 
-        def enqueue() -> None:
-            from django_q.tasks import async_task
+        def dispatch() -> None:
+            from core.queue import enqueue
 
-            async_task("history_app.tasks.export_run", export_id, task_name=f"export-{export_id}")
+            enqueue("history_app.tasks.export_run", export_id, task_name=f"export-{export_id}")
 
-        transaction.on_commit(enqueue)
+        transaction.on_commit(dispatch)
     return export
 
 

@@ -1,11 +1,12 @@
 """The run executor: what a queue worker does with one run.
 
-It claims the run's lease, builds the context, streams the completion and publishes it as coalesced
-``stream.chunk`` events (the first delta at once, then one flush every ``STREAM_FLUSH_MS``), persisting
-the reply's text in the same transaction as each chunk event so the message and the event log always
-agree. The provider stream is read on a separate thread: the loop here wakes at least every 100 ms to
-flush and notice a cancel (renewing the lease four times per lease period), and closes the provider's
-connection to stop at once.
+It claims the run's lease (storing the model it will use), builds the context, sends the model request
+and stores the reply's message while the request is on its way, then publishes the completion as
+coalesced ``stream.chunk`` events: the first delta at once, then one flush every ``STREAM_FLUSH_MS``, or
+less often when flushes get slow (``FLUSH_BUDGET``). Each chunk appends to the reply's text in the same
+transaction as its event, so the message and the event log always agree. The provider stream is read on
+a separate thread: the loop here wakes at least every ``CHECK_INTERVAL`` to flush and notice a cancel
+(renewing the lease four times per lease period), and closes the provider's connection to stop at once.
 Tool calls go to the tools app; a call that needs a person ends the worker's part until a decision
 re-enqueues the run.
 """
@@ -20,15 +21,18 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F, Value
+from django.db.models.functions import Concat
 
 from core.errors import ErrorCode, SwitchboardError
-from core.events import event_publish
+from core.events import Pending, event_publish, events_publish
 from core.metrics import metrics
 from sessions_app.models import Message, MessageRole, MessageStatus, Run, RuntimeState
 from sessions_app.runtime.context import build_context, effective_config, resolve_model
 from sessions_app.runtime.providers import (
     CompletionStream,
     Delta,
+    ProviderSettings,
     ToolCallRequest,
     provider_for,
     provider_settings_for_org,
@@ -38,7 +42,11 @@ from sessions_app.services.messages import message_append, message_snapshot
 
 logger = logging.getLogger(__name__)
 
-CHECK_INTERVAL = 0.1  # seconds between lease renewals / cancel checks while streaming
+CHECK_INTERVAL = 0.25  # seconds between cancel checks (and lease renewals) while streaming
+# A stream spends at most about this share of its time writing chunks: when a flush gets slow (a busy
+# database or CPU), the next one waits longer and carries more text, so load sheds instead of piling up.
+FLUSH_BUDGET = 0.1
+FLUSH_MAX_INTERVAL = 1.0  # seconds: however busy, a watcher sees new text at least this often
 _END = object()
 
 
@@ -55,11 +63,21 @@ class StreamResult:
 def run_execute(run_id: str) -> None:
     """Execute one run to its next resting point. Call inside the run's tenant context."""
     worker = runs.worker_identity()
-    run = runs.run_claim(run_id, worker)
+    try:  # read before the claim, so that the claim stores the model too; a failure fails the run below
+        conf, conf_error = provider_settings_for_org(), None
+    except SwitchboardError as error:
+        conf, conf_error = None, error
+
+    def model_fields(run: Run) -> dict[str, str]:
+        return {"model": resolve_model(run.session, conf, run.options.get("model")), "provider": conf.kind}
+
+    run = runs.run_claim(run_id, worker, prepare=model_fields if conf else None)
     if run is None:
         return
-    executor = RunExecutor(run)
+    executor = RunExecutor(run, conf)
     try:
+        if conf_error is not None:
+            raise conf_error
         executor.execute()
     except SwitchboardError as error:
         runs.run_fail(run, error, message=executor.open_message)
@@ -71,8 +89,9 @@ def run_execute(run_id: str) -> None:
 
 
 class RunExecutor:
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: Run, conf: ProviderSettings | None = None) -> None:
         self.run = run
+        self.conf = conf
         self.session = run.session
         self.agent = self.session.agent
         self.open_message: Message | None = None
@@ -82,18 +101,17 @@ class RunExecutor:
     def execute(self) -> None:
         from tools_app.runtime import tool_calls_process, tool_calls_resume, tool_specs
 
-        conf = provider_settings_for_org()
+        conf = self.conf or provider_settings_for_org()
         provider = provider_for(conf)
-        model = resolve_model(self.session, conf, self.run.options.get("model"))
-        Run.objects.filter(pk=self.run.pk).update(model=model, provider=conf.kind)
-        self.run.model, self.run.provider = model, conf.kind
+        model = self.run.model or resolve_model(self.session, conf, self.run.options.get("model"))
         config = effective_config(self.session)
 
         if tool_calls_resume(self.run) == "requires_action":
             runs.run_require_action(self.run)
             return
-        for _ in range(settings.RUN_MAX_TOOL_ROUNDS):
-            if runs.run_cancel_requested(self.run):
+        for turn in range(settings.RUN_MAX_TOOL_ROUNDS):
+            # The claim just found the run queued, not cancelled; a later cancel is seen by the stream.
+            if turn and runs.run_cancel_requested(self.run):
                 runs.run_finish_cancelled(self.run)
                 return
             tools = tool_specs(self.session, self.agent)
@@ -140,18 +158,32 @@ class RunExecutor:
 
     # --- streaming ------------------------------------------------------------------------------------
 
-    def _assistant_message(self) -> Message:
-        """The reply being written: reused after a retry, so no message is persisted twice."""
-        message = Message.objects.filter(
-            run=self.run, role=MessageRole.ASSISTANT, status=MessageStatus.STREAMING
-        ).first()
-        if message is None:
-            message = message_append(
-                self.session, role=MessageRole.ASSISTANT, status=MessageStatus.STREAMING, run=self.run
-            )
-        elif message.content:
-            Message.objects.filter(pk=message.pk).update(content="")
-            message.content = ""
+    def _open_reply(self) -> Message:
+        """The reply being written, stored while the model request is on its way: ``message.created``,
+        ``stream.started`` and the runtime state ``streaming`` in one transaction. After a lost worker
+        (a retry) the reply already stored is reused and emptied, so no message is persisted twice."""
+        with transaction.atomic():
+            message, events = None, []
+            if self.run.attempts > 1:
+                message = Message.objects.filter(
+                    run=self.run, role=MessageRole.ASSISTANT, status=MessageStatus.STREAMING
+                ).first()
+            if message is None:
+                message = message_append(
+                    self.session,
+                    role=MessageRole.ASSISTANT,
+                    status=MessageStatus.STREAMING,
+                    run=self.run,
+                    publish=False,
+                )
+                events.append(Pending("message.created", message_snapshot(message), self.run))
+            elif message.content:
+                Message.objects.filter(pk=message.pk).update(content="")
+                message.content = ""
+            started = {"message": str(message.pk), "attempt": self.run.attempts}
+            events.append(Pending("stream.started", started, self.run))
+            events += runs.runtime_state_change(self.session, RuntimeState.STREAMING, run=self.run)
+            events_publish(self.session, events)
         self.open_message = message
         return message
 
@@ -163,12 +195,13 @@ class RunExecutor:
         started = time.monotonic()
         reader.start()  # the request goes out while the reply's message is stored
         try:
-            message = self._assistant_message()
+            message = self._open_reply()
         except BaseException:
             stream.close()
             raise
         result = StreamResult(message=message)
-        flush_interval = settings.STREAM_FLUSH_MS / 1000
+        base_interval = flush_interval = settings.STREAM_FLUSH_MS / 1000
+        flush_cost = 0.0  # seconds a flush takes, smoothed
         # The lease is renewed a few times per lease period (a write); cancel is checked every
         # CHECK_INTERVAL (a read).
         renew_interval = settings.RUN_LEASE_SECONDS / 4
@@ -200,13 +233,15 @@ class RunExecutor:
                         result.completion_tokens = item.completion_tokens or 0
                 now = time.monotonic()
                 if pending and (first_chunk or now - last_flush >= flush_interval):
+                    if first_chunk:
+                        self._first_token(now - started)
+                        first_chunk = False
                     result.text += "".join(pending)
                     chunks += 1
-                    with transaction.atomic():  # the first chunk commits together with stream.started
-                        if first_chunk:
-                            self._stream_started(message, now - started)
-                            first_chunk = False
-                        self._flush(message, "".join(pending), result.text, chunks)
+                    self._flush(message, "".join(pending), chunks)
+                    cost = time.monotonic() - now
+                    flush_cost = cost if chunks == 1 else 0.7 * flush_cost + 0.3 * cost
+                    flush_interval = min(FLUSH_MAX_INTERVAL, max(base_interval, flush_cost / FLUSH_BUDGET))
                     pending.clear()
                     last_flush = now
                 if now - last_check >= CHECK_INTERVAL:
@@ -224,42 +259,41 @@ class RunExecutor:
             stream.close()
             if pending:
                 result.text += "".join(pending)
-                self._flush(message, "".join(pending), result.text, chunks + 1)
+                self._flush(message, "".join(pending), chunks + 1)
+            self._save_ttft()
             raise
         if pending and not result.cancelled:
+            if first_chunk:
+                self._first_token(time.monotonic() - started)
             result.text += "".join(pending)
             chunks += 1
-            with transaction.atomic():
-                if first_chunk:
-                    self._stream_started(message, time.monotonic() - started)
-                self._flush(message, "".join(pending), result.text, chunks)
+            self._flush(message, "".join(pending), chunks)
         self._stream_ended(message, result, chunks)
         return result
 
-    def _stream_started(self, message: Message, ttft: float) -> None:
-        with transaction.atomic(savepoint=False):
-            if self.run.ttft_ms is None:
-                self.run.ttft_ms = int(ttft * 1000)
-                Run.objects.filter(pk=self.run.pk).update(ttft_ms=self.run.ttft_ms)
-                metrics.ttft_seconds.observe(ttft)
-            event_publish(
-                self.session,
-                "stream.started",
-                {"message": str(message.pk), "attempt": self.run.attempts},
-                run=self.run,
-            )
-            runs.session_set_runtime_state(self.session, RuntimeState.STREAMING, run=self.run)
+    def _first_token(self, ttft: float) -> None:
+        """Time to first token of the run's first model call; stored when the reply ends, not in the
+        way of the first chunk."""
+        if self.run.ttft_ms is None:
+            self.run.ttft_ms = int(ttft * 1000)
+            metrics.ttft_seconds.observe(ttft)
 
-    def _flush(self, message: Message, delta: str, text: str, index: int) -> None:
+    def _save_ttft(self) -> None:
+        if self.run.ttft_ms is not None:
+            Run.objects.filter(pk=self.run.pk, ttft_ms=None).update(ttft_ms=self.run.ttft_ms)
+
+    def _flush(self, message: Message, delta: str, index: int) -> None:
+        """A ``stream.chunk`` and the reply's text, committed together: the text is appended in place
+        (each flush sends its delta, not the whole reply so far)."""
         with transaction.atomic(savepoint=False):  # one per chunk: no savepoint round trips
-            Message.objects.filter(pk=message.pk).update(content=text)
+            Message.objects.filter(pk=message.pk).update(content=Concat(F("content"), Value(delta)))
             event_publish(
                 self.session,
                 "stream.chunk",
                 {"message": str(message.pk), "delta": delta, "index": index},
                 run=self.run,
             )
-        message.content = text
+        message.content += delta
 
     def _stream_ended(self, message: Message, result: StreamResult, chunks: int) -> None:
         reason = "cancelled" if result.cancelled else ("tool_calls" if result.tool_calls else "stop")
@@ -270,6 +304,7 @@ class RunExecutor:
                 {"id": c.id, "name": c.name, "arguments": c.arguments} for c in result.tool_calls
             ]
         with transaction.atomic():
+            self._save_ttft()
             Message.objects.filter(pk=message.pk).update(
                 content=result.text,
                 status=status,

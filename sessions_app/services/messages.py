@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.errors import ErrorCode, SwitchboardError
-from core.events import event_publish
+from core.events import Pending, event_publish, session_counter_advance
 from core.metrics import metrics
 from sessions_app.models import Message, MessageRole, MessageStatus, Run, Session, SessionStatus
 from sessions_app.services.lifecycle import session_activate, session_check_usable, session_resume
@@ -59,12 +59,11 @@ def message_append(
     metadata: dict[str, Any] | None = None,
     publish: bool = True,
 ) -> Message:
-    """Append a message with the session's next message ``seq`` (row lock) and write ``message.created``."""
-    with transaction.atomic():
-        locked = Session.objects.select_for_update().get(pk=session.pk)
-        seq = locked.last_message_seq + 1
+    """Append a message with the session's next message ``seq`` (row lock) and write ``message.created``
+    (unless ``publish`` is false: the caller publishes it with other events)."""
+    with transaction.atomic(savepoint=False):
         now = timezone.now()
-        Session.objects.filter(pk=session.pk).update(last_message_seq=seq, last_activity_at=now)
+        seq = session_counter_advance(session, "last_message_seq", touch=now)
         message = Message.objects.create(
             organization_id=session.organization_id,
             session_id=session.pk,
@@ -78,7 +77,7 @@ def message_append(
             metadata=metadata or {},
         )
         if publish:
-            event_publish(locked, "message.created", message_snapshot(message), run=run)
+            event_publish(session, "message.created", message_snapshot(message), run=run)
         transaction.on_commit(lambda: metrics.messages.labels(role=role).inc())
     session.last_message_seq = seq
     session.last_activity_at = now
@@ -110,13 +109,14 @@ def message_post_user(
         before_store()
     with transaction.atomic():
         locked = Session.objects.select_for_update().get(pk=session.pk)
-        busy_policy_apply(locked, effective_config(locked)["on_busy"])
+        first = busy_policy_apply(locked, effective_config(locked)["on_busy"])
         if locked.status == SessionStatus.CREATED:
             locked = session_activate(locked)
         elif locked.status == SessionStatus.SUSPENDED:
             locked = session_resume(locked)
-        message = message_append(locked, role=MessageRole.USER, content=content, author=author)
+        message = message_append(locked, role=MessageRole.USER, content=content, author=author, publish=False)
         if after_store is not None:
             after_store(message)
-        run = run_create(locked, message, options=run_options)
+        created = Pending("message.created", message_snapshot(message))
+        run = run_create(locked, message, options=run_options, known_first=first, publish=[created])
     return message, run

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -20,8 +21,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.errors import ErrorCode, SwitchboardError
-from core.events import event_publish
+from core.events import Pending, event_publish, events_publish
 from core.metrics import metrics
+from core.queue import enqueue
 from core.tenancy import tenant_context
 from sessions_app.models import (
     RUN_ACTIVE_STATUSES,
@@ -59,14 +61,20 @@ def run_snapshot(run: Run) -> dict[str, Any]:
     }
 
 
-def session_set_runtime_state(session: Session, state: str, *, run: Run | None = None) -> None:
-    """Record what the agent is doing now; writes ``session.updated`` only when it changes."""
+def runtime_state_change(session: Session, state: str, *, run: Run | None = None) -> list[Pending]:
+    """Record what the agent is doing now; the ``session.updated`` event to publish if it changed."""
     changed = Session.objects.filter(pk=session.pk).exclude(runtime_state=state).update(runtime_state=state)
     session.runtime_state = state
-    if changed:
-        event_publish(
-            session, "session.updated", {"runtime_state": state, "changed": ["runtime_state"]}, run=run
-        )
+    if not changed:
+        return []
+    return [Pending("session.updated", {"runtime_state": state, "changed": ["runtime_state"]}, run)]
+
+
+def session_set_runtime_state(session: Session, state: str, *, run: Run | None = None) -> None:
+    """Record what the agent is doing now; writes ``session.updated`` only when it changes."""
+    events = runtime_state_change(session, state, run=run)
+    if events:
+        events_publish(session, events)
 
 
 # --- creating and dispatching ------------------------------------------------------------------------
@@ -74,11 +82,9 @@ def session_set_runtime_state(session: Session, state: str, *, run: Run | None =
 
 def run_dispatch(run: Run) -> None:
     """Enqueue the run's task after the current transaction commits. The task carries ids only."""
-    from django_q.tasks import async_task
-
     run_id, org_id = str(run.pk), run.organization_id
     transaction.on_commit(
-        lambda: async_task("sessions_app.tasks.run_execute", run_id, org_id, task_name=f"run-{run_id}")
+        lambda: enqueue("sessions_app.tasks.run_execute", run_id, org_id, task_name=f"run-{run_id}")
     )
 
 
@@ -90,10 +96,19 @@ def _head_of_queue(session: Session) -> Run | None:
     )
 
 
-def run_create(session: Session, trigger_message: Message, *, options: dict[str, Any] | None = None) -> Run:
+def run_create(
+    session: Session,
+    trigger_message: Message,
+    *,
+    options: dict[str, Any] | None = None,
+    known_first: bool = False,
+    publish: Sequence[Pending] = (),
+) -> Run:
     """Create a queued run for a user message and dispatch it if it is first in the session's line.
 
     Call inside the transaction that stored the message, holding the session's row lock.
+    ``known_first``: the caller knows the session has no other active run (else it is looked up);
+    ``publish`` are events to write together with ``run.queued`` (the message's ``message.created``).
     """
     run = Run.objects.create(
         organization_id=session.organization_id,
@@ -101,8 +116,8 @@ def run_create(session: Session, trigger_message: Message, *, options: dict[str,
         trigger_message=trigger_message,
         options=options or {},
     )
-    event_publish(session, "run.queued", run_snapshot(run), run=run)
-    if _head_of_queue(session) == run:
+    events_publish(session, [*publish, Pending("run.queued", run_snapshot(run), run)])
+    if known_first or _head_of_queue(session) == run:
         run_dispatch(run)
     return run
 
@@ -115,11 +130,13 @@ def run_dispatch_next(session: Session) -> Run | None:
     return head
 
 
-def busy_policy_apply(session: Session, policy: str) -> None:
-    """Before a new message: ``reject`` refuses it, ``interrupt`` cancels what runs, ``enqueue`` waits."""
+def busy_policy_apply(session: Session, policy: str) -> bool:
+    """Before a new message: ``reject`` refuses it, ``interrupt`` cancels what runs, ``enqueue`` waits.
+
+    True if the session had no active run: the new message's run will be first in line."""
     active = list(Run.objects.filter(session=session, status__in=RUN_ACTIVE_STATUSES))
     if not active:
-        return
+        return True
     if policy == OnBusy.REJECT:
         raise SwitchboardError(
             ErrorCode.SESSION_BUSY,
@@ -129,6 +146,7 @@ def busy_policy_apply(session: Session, policy: str) -> None:
     if policy == OnBusy.INTERRUPT:
         for run in active:
             run_cancel(run)
+    return False
 
 
 # --- the worker's side -------------------------------------------------------------------------------
@@ -138,10 +156,19 @@ def _lease_deadline():
     return timezone.now() + timedelta(seconds=settings.RUN_LEASE_SECONDS)
 
 
-def run_claim(run_id, worker: str) -> Run | None:
-    """Take the lease of a queued run that is first in its session's line; None if not claimable."""
+def run_claim(run_id, worker: str, *, prepare=None) -> Run | None:
+    """Take the lease of a queued run that is first in its session's line; None if not claimable.
+
+    ``prepare(run)`` may return more fields to store with the claim (the model the run will use).
+    The claim is one transaction: the run's row, its events and the session's runtime state.
+    """
     with transaction.atomic():
-        run = Run.objects.select_for_update().filter(pk=run_id).first()
+        run = (
+            Run.objects.select_for_update(of=("self",))
+            .select_related("session__agent", "trigger_message")
+            .filter(pk=run_id)
+            .first()
+        )
         if run is None or run.status != RunStatus.QUEUED:
             return None
         if _head_of_queue(run.session) != run:
@@ -156,12 +183,19 @@ def run_claim(run_id, worker: str) -> Run | None:
         run.lease_expires_at = _lease_deadline()
         run.heartbeat_at = now
         run.started_at = run.started_at or now
-        run.save(
-            update_fields=["status", "attempts", "worker", "lease_expires_at", "heartbeat_at", "started_at"]
+        fields = ["status", "attempts", "worker", "lease_expires_at", "heartbeat_at", "started_at"]
+        for name, value in (prepare(run) if prepare else {}).items():
+            setattr(run, name, value)
+            fields.append(name)
+        run.save(update_fields=fields)
+        events_publish(
+            run.session,
+            [
+                Pending("worker.spawned", {"worker": worker, "attempt": run.attempts}, run),
+                Pending("run.started", run_snapshot(run), run),
+                *runtime_state_change(run.session, RuntimeState.PROCESSING, run=run),
+            ],
         )
-        event_publish(run.session, "worker.spawned", {"worker": worker, "attempt": run.attempts}, run=run)
-        event_publish(run.session, "run.started", run_snapshot(run), run=run)
-        session_set_runtime_state(run.session, RuntimeState.PROCESSING, run=run)
     return run
 
 
@@ -335,8 +369,13 @@ def _checkpoint_after(run: Run) -> None:
 
 
 def run_wait(run: Run, timeout: float, poll: float = 0.05) -> Run:
-    """Wait until the run finishes or needs a person, at most ``timeout`` seconds (stateless transport)."""
+    """Wait until the run finishes or needs a person, at most ``timeout`` seconds (stateless transport).
+
+    The database connection goes back to the pool between polls, so waiting requests do not hold one.
+    """
     import time
+
+    from django.db import connection
 
     deadline = time.monotonic() + timeout
     while True:
@@ -345,6 +384,8 @@ def run_wait(run: Run, timeout: float, poll: float = 0.05) -> Run:
             return run
         if time.monotonic() >= deadline:
             return run
+        if not connection.in_atomic_block:
+            connection.close()
         time.sleep(poll)
 
 

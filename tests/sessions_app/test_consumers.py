@@ -373,7 +373,8 @@ def test_pushes_from_a_plain_thread_arrive_in_order(world):
         return [(await asyncio.wait_for(layer.receive(channel), WAIT))["event"]["n"] for _ in range(count)]
 
     channel = async_to_sync(subscribe)()
-    senders = [threading.Thread(target=push_live, args=(group, {"n": n})) for n in range(40)]
+    pushes = [(group, {"type": "test.push", "event": {"n": n}}) for n in range(40)]
+    senders = [threading.Thread(target=push_live, args=args) for args in pushes]
     for sender in senders:  # one after the other, each from a fresh thread like a worker's
         sender.start()
         sender.join()

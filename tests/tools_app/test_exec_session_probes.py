@@ -122,8 +122,8 @@ def test_probe_fork_bomb_is_contained(world, admin):
     py = api_start(admin, world.a, mode="python")
     result = api_exec(admin, world.a, py, "import os\nwhile True: os.fork()", timeout=10, ok=False)
     assert "BlockingIOError" in result["output"]
-    # Late tracebacks of the forked children may still arrive with the next result.
-    assert "alive\n" in api_exec(admin, world.a, py, "print('alive')", timeout=10)["output"]
+    # Late tracebacks of the forked children may still arrive with the next result, interleaved with it.
+    assert "alive" in api_exec(admin, world.a, py, "print('alive')", timeout=10)["output"]
 
 
 def test_probe_memory_hog_fails_and_the_session_lives(world, admin):

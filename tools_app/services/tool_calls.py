@@ -71,7 +71,7 @@ def _publish(call: ToolCall, event_type: str) -> None:
         metrics.tool_calls.labels(tool=call.tool_name, status=call.status).inc()
     envelope = event_envelope(event)
     group = org_approvals_group(call.organization_id)
-    transaction.on_commit(lambda: push_live(group, envelope, message_type="approvals.event"))
+    transaction.on_commit(lambda: push_live(group, {"type": "approvals.event", "event": envelope}))
 
 
 def approval_timeout(session: Session) -> timedelta:
@@ -243,10 +243,10 @@ def direct_task_create(session: Session, *, name: str, arguments: Any, user=None
 
 def tool_call_dispatch(call: ToolCall) -> None:
     """Run a direct task's approved call on the queue, after commit."""
-    from django_q.tasks import async_task
+    from core.queue import enqueue
 
     call_id, org_id = str(call.pk), call.organization_id
-    transaction.on_commit(lambda: async_task("tools_app.tasks.tool_call_execute_task", call_id, org_id))
+    transaction.on_commit(lambda: enqueue("tools_app.tasks.tool_call_execute_task", call_id, org_id))
 
 
 def tool_calls_expire() -> int:

@@ -1,0 +1,28 @@
+"""Database connections across ``fork``.
+
+The queue cluster forks its worker processes. A connection pool (``DATABASES[...]["OPTIONS"]["pool"]``)
+inherited from the forking process holds sockets that belong to that process: the child must neither
+use nor close them (closing would end the parent's sessions on the server). After a fork the child
+forgets the inherited pools, keeping the objects referenced so that they are never finalized, and opens
+pools of its own on first use.
+"""
+
+from __future__ import annotations
+
+import os
+
+_inherited: list = []
+
+
+def _forget_inherited_pools() -> None:
+    try:
+        from django.db.backends.postgresql.base import DatabaseWrapper
+    except ImportError:  # psycopg is not installed: nothing was pooled
+        return
+    pools = DatabaseWrapper._connection_pools
+    if pools:
+        _inherited.extend(pools.values())
+        pools.clear()
+
+
+os.register_at_fork(after_in_child=_forget_inherited_pools)
