@@ -208,19 +208,41 @@
     updateCancel();
   }
 
+  // The header carries the session's event count when it was rendered. The reply to a form and a refresh
+  // can arrive in either order; an older rendering never replaces a newer one.
+  function headerVersion(element) {
+    return Number((element && element.dataset.version) || 0);
+  }
+
+  function isStaleHeader(fresh) {
+    return headerVersion(fresh) < headerVersion(document.getElementById("session-header"));
+  }
+
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    const detail = event.detail;
+    if (!detail.shouldSwap || !detail.target || detail.target.id !== "session-header") return;
+    if (!isStaleHeader(toElement(detail.serverResponse || ""))) return;
+    detail.shouldSwap = false;
+    const form = detail.requestConfig && detail.requestConfig.elt;
+    const menu = form && form.closest("details[open]");
+    if (menu) menu.open = false; // the form was sent: its menu closes, as it would in a swapped-in header
+  });
+
   function refreshHeader() {
     return fetchFragment(base + "header/").then(function (html) {
       if (!html) return;
       const fresh = toElement(html);
+      if (isStaleHeader(fresh)) return;
       const current = document.getElementById("session-header");
-      const actions = current.querySelector(".session-actions");
-      const busy = actions && (actions.querySelector("details[open]") || actions.contains(document.activeElement));
-      if (busy) {
-        // Someone is using a menu here: refresh what the header shows, not the form under their hands.
-        fresh.querySelector(".session-actions").replaceWith(actions);
-      }
-      current.replaceWith(fresh);
-      activate(fresh);
+      // A menu someone has open keeps its place and what they typed in it; everything else is fresh.
+      current.querySelectorAll("details[open][data-menu]").forEach(function (menu) {
+        const counterpart = fresh.querySelector('details[data-menu="' + menu.dataset.menu + '"]');
+        if (counterpart) counterpart.replaceWith(menu);
+      });
+      // Updated in place, so that the reply to a form still on its way finds its target and is checked.
+      for (const attribute of fresh.attributes) current.setAttribute(attribute.name, attribute.value);
+      current.replaceChildren(...fresh.childNodes);
+      activate(current);
       setRuntime(state.runtime);
     });
   }

@@ -53,6 +53,39 @@ def test_rename_tag_suspend_resume_and_end_a_session(page, tenant, sign_in):
         )
 
 
+def test_a_late_reply_to_a_form_never_replaces_a_newer_header(page, tenant, sign_in):
+    """The reply to "Save tags" is held back until the session has been activated and the header shows it;
+    when that older reply lands, the header keeps the newer state (a stale swap used to hide "Suspend")."""
+    in_tenant(tenant, tag_create, organization=tenant.org, name="urgent", color="#b91c1c")
+    session = make_session(tenant, name="Racy")
+    sign_in(tenant.member)
+    page.goto(tenant.path(f"sessions/{session.pk}/"))
+    held = []
+    page.route("**/tags/", lambda route: held.append(route))
+    page.evaluate(
+        "window.headerReplies = 0;"
+        "document.addEventListener('htmx:afterRequest', function () { window.headerReplies += 1; });"
+    )
+
+    page.locator("#session-header summary", has_text="Tags").click()
+    page.get_by_role("checkbox", name="urgent").check()
+    page.get_by_role("button", name="Save tags").click()
+    while not held:  # the route handler runs while Playwright waits
+        page.wait_for_timeout(20)
+    late_reply = held[0].fetch()  # the server has saved the tags; the browser has not seen the reply yet
+    expect(page.locator("#session-tags .chip")).to_have_text("urgent")  # live, from the session's stream
+
+    in_tenant(tenant, session_activate, session)
+    expect(page.locator("#status-badge")).to_have_text("Active")
+    held[0].fulfill(response=late_reply)
+    page.wait_for_function("window.headerReplies >= 1")
+
+    expect(page.locator("#status-badge")).to_have_text("Active")
+    expect(page.get_by_role("button", name="Suspend")).to_be_visible()
+    expect(page.locator("#session-tags .chip")).to_have_text("urgent")
+    expect(page.get_by_role("button", name="Save tags")).to_be_hidden()  # the sent form's menu closed
+
+
 def test_the_sessions_list_filters_by_status_agent_and_tag_and_pages(page, tenant, sign_in):
     tag = in_tenant(tenant, tag_create, organization=tenant.org, name="billing", color="#fde68a")
     make_session(tenant, name="Tagged one", tags=[tag])
