@@ -78,6 +78,18 @@ def make_tenant(slug: str) -> Tenant:
     return Tenant(org=org, agent=agent, session=session, **users)
 
 
+@pytest.fixture(autouse=True)
+def fresh_channel_layers():
+    """Channel layers of the test's own. A test's event loop ends with the test, and channels-redis keeps
+    receive locks and buffers per layer instance: what one test's loop left there broke the next test's
+    websocket consumers, each failure feeding the next."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
 @pytest.fixture
 def world(db) -> World:
     return World(a=make_tenant("acme"), b=make_tenant("globex"))
