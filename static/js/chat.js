@@ -228,12 +228,21 @@
     if (menu) menu.open = false; // the form was sent: its menu closes, as it would in a swapped-in header
   });
 
+  function sameControl(root, element) {
+    if (element.id) return root.querySelector("#" + CSS.escape(element.id));
+    const label = element.textContent.trim();
+    return Array.from(root.querySelectorAll(element.tagName)).find(function (candidate) {
+      return candidate.textContent.trim() === label;
+    }) || null;
+  }
+
   function refreshHeader() {
     return fetchFragment(base + "header/").then(function (html) {
       if (!html) return;
       const fresh = toElement(html);
       if (isStaleHeader(fresh)) return;
       const current = document.getElementById("session-header");
+      const focused = current.contains(document.activeElement) ? document.activeElement : null;
       // A menu someone has open keeps its place and what they typed in it; everything else is fresh.
       current.querySelectorAll("details[open][data-menu]").forEach(function (menu) {
         const counterpart = fresh.querySelector('details[data-menu="' + menu.dataset.menu + '"]');
@@ -244,6 +253,10 @@
       current.replaceChildren(...fresh.childNodes);
       activate(current);
       setRuntime(state.runtime);
+      if (focused && !current.contains(document.activeElement)) {
+        const again = focused.isConnected ? focused : sameControl(current, focused);
+        if (again) again.focus(); // keyboard users stay where they were
+      }
     });
   }
 

@@ -9,7 +9,7 @@ from playwright.sync_api import expect
 from core.tenancy import tenant_context
 from sessions_app.models import Session, SessionTemplate
 from sessions_app.services.catalog import tag_create
-from sessions_app.services.lifecycle import session_activate
+from sessions_app.services.lifecycle import session_activate, session_update
 from tests.web.helpers import in_tenant, make_session
 
 
@@ -139,3 +139,16 @@ def test_a_session_starts_from_the_agents_page(page, tenant, sign_in):
     page.goto(tenant.path("agents/"))
     page.get_by_role("button", name="Start a session with Careful helper").click()
     expect(page.locator(".session-meta")).to_contain_text("Agent: Careful helper")
+
+
+def test_a_header_refresh_keeps_the_keyboard_focus(page, tenant, sign_in):
+    session = make_session(tenant, name="Focus")
+    in_tenant(tenant, session_activate, session)
+    sign_in(tenant.member)
+    page.goto(tenant.path(f"sessions/{session.pk}/"))
+    expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    page.get_by_role("button", name="Suspend").focus()
+
+    in_tenant(tenant, session_update, session, name="Renamed elsewhere")  # the header refreshes
+    expect(page.get_by_role("heading", name="Renamed elsewhere")).to_be_visible()
+    expect(page.get_by_role("button", name="Suspend")).to_be_focused()
