@@ -48,6 +48,7 @@ from core.tenancy import tenant_context
 from sessions_app.models import Agent
 from sessions_app.services.catalog import provider_credential_save
 from tests.support.llm_server import LLMServer
+from tests.support.runtime import wait_until as support_wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT = 60.0  # the longest any awaited condition may take; reached only when something is broken
@@ -294,15 +295,8 @@ def pytest_runtest_makereport(item, call):
 
 
 def wait_until(condition: Callable[[], Any], what: str, timeout: float = WAIT, interval: float = 0.1):
-    """Poll ``condition`` until it returns something truthy; that value is returned."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
+    """``tests.support.runtime.wait_until`` with what is awaited first and the end-to-end timeout."""
+    return support_wait_until(condition, timeout, what, interval)
 
 
 class Listener(threading.Thread):

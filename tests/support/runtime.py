@@ -59,8 +59,11 @@ def event_types(tenant, session=None, *, run=None) -> list[str]:
     return [e.type for e in events(tenant, session, run=run)]
 
 
-def wait_until(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``condition`` until it returns something truthy; fail the test if it never does."""
+def wait_until(
+    condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition", interval: float = 0.02
+) -> Any:
+    """Poll ``condition`` until it returns something truthy (returned); fail the test if it never does.
+    The one polling helper of the test suite: the end-to-end and exec tests call it too."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
@@ -68,7 +71,7 @@ def wait_until(condition: Callable[[], Any], timeout: float = 10.0, what: str = 
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(interval)
 
 
 class _WorkerThread(threading.Thread):

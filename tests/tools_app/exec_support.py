@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.runtime import wait_until as support_wait_until
 from tools_app.execution import procutil
 from tools_app.models import ExecSession, ExecSessionStatus
 from tools_app.services.exec_sessions import exec_session_stop
@@ -52,12 +52,8 @@ def exec_env(db, settings, monkeypatch) -> Iterator[Path]:
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 15.0, what: str = "a condition") -> None:
-    """Poll ``predicate`` until it is true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    """``tests.support.runtime.wait_until`` with the longer timeout exec processes need."""
+    support_wait_until(predicate, timeout, what, 0.05)
 
 
 def api_start(client, tenant, **body) -> dict:
