@@ -128,7 +128,10 @@ if REDIS_URL:
             },
         }
     }
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    # django-redis, not Django's own RedisCache: under ASGI each request gets its own cache object, and
+    # Django's makes a connection pool (a new Redis connection) per object; django-redis shares one pool
+    # per process, so the rate limit check of every API request does not connect to Redis first.
+    CACHES = {"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_URL}}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     # The database cache is shared by the server and the queue cluster, unlike a per-process memory cache.

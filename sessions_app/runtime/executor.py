@@ -1,14 +1,15 @@
 """The run executor: what a queue worker does with one run.
 
-It claims the run's lease (storing the model it will use), builds the context, sends the model request
-and stores the reply's message while the request is on its way, then publishes the completion as
-coalesced ``stream.chunk`` events: the first delta at once, then one flush every ``STREAM_FLUSH_MS``, or
-less often when flushes get slow (``FLUSH_BUDGET``). Each chunk appends to the reply's text in the same
-transaction as its event, so the message and the event log always agree. The provider stream is read on
-a separate thread: the loop here wakes at least every ``CHECK_INTERVAL`` to flush and notice a cancel
-(renewing the lease four times per lease period), and closes the provider's connection to stop at once.
-Tool calls go to the tools app; a call that needs a person ends the worker's part until a decision
-re-enqueues the run.
+It claims the run's lease, storing the model it will use, then builds the context, sends the model
+request and relays the completion as coalesced ``stream.chunk`` events: the first delta at once, then one
+flush every ``STREAM_FLUSH_MS``, or less often when flushes get slow (``FLUSH_BUDGET``). A run's first
+model call goes out before the claim, and the claim stores the reply's message too, so that the claim's
+writes overlap the model's time to first token; a later call (after tool results) stores its reply's
+message while its request is on its way. Each chunk appends to the reply's text in the same transaction
+as its event, so the message and the event log always agree. The provider stream is read on a separate
+thread: the loop here wakes at least every ``CHECK_INTERVAL`` to flush and notice a cancel (renewing the
+lease four times per lease period), and closes the provider's connection to stop at once. Tool calls go
+to the tools app; a call that needs a person ends the worker's part until a decision re-enqueues the run.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ CHECK_INTERVAL = 0.25  # seconds between cancel checks (and lease renewals) whil
 # database or CPU), the next one waits longer and carries more text, so load sheds instead of piling up.
 FLUSH_BUDGET = 0.1
 FLUSH_MAX_INTERVAL = 1.0  # seconds: however busy, a watcher sees new text at least this often
+# Seconds a run's first model call, sent before the claim, may wait for the provider's answer before the
+# claim goes ahead anyway: a slow or retrying provider does not leave the run unclaimed.
+FIRST_CALL_ANSWER_WAIT = 0.25
 _END = object()
 
 
@@ -67,46 +71,157 @@ def run_execute(run_id: str) -> None:
         conf, conf_error = provider_settings_for_org(), None
     except SwitchboardError as error:
         conf, conf_error = None, error
+    first_call = _first_call_early(run_id, conf) if conf else None
+    opened: list[Message] = []
 
     def model_fields(run: Run) -> dict[str, str]:
         return {"model": resolve_model(run.session, conf, run.options.get("model")), "provider": conf.kind}
 
-    run = runs.run_claim(run_id, worker, prepare=model_fields if conf else None)
-    if run is None:
-        return
-    executor = RunExecutor(run, conf)
+    def open_reply(run: Run) -> list[Pending]:
+        message, events = reply_open(run)
+        opened.append(message)
+        return events
+
     try:
-        if conf_error is not None:
-            raise conf_error
-        executor.execute()
-    except SwitchboardError as error:
-        runs.run_fail(run, error, message=executor.open_message)
-    except Exception:
-        logger.exception("run %s failed unexpectedly", run.pk)
-        error = SwitchboardError(ErrorCode.INTERNAL_ERROR, "The run failed unexpectedly.")
-        event_publish(run.session, "worker.failed", {"worker": worker, "attempt": run.attempts}, run=run)
-        runs.run_fail(run, error, message=executor.open_message)
+        # A run's first claim opens its reply in the same transaction: one commit, while the model works.
+        prepare, on_first_claim = (model_fields, open_reply) if conf else (None, None)
+        run = runs.run_claim(run_id, worker, prepare=prepare, on_first_claim=on_first_claim)
+        if run is None or not opened:
+            if first_call is not None:  # not claimed after all (a duplicate task, a cancel meanwhile)
+                first_call.close()
+                first_call = None
+            if run is None:
+                return
+        executor = RunExecutor(run, conf, reply=opened[0] if opened else None, first_call=first_call)
+        try:
+            if conf_error is not None:
+                raise conf_error
+            executor.execute()
+        except SwitchboardError as error:
+            runs.run_fail(run, error, message=executor.open_message)
+        except Exception:
+            logger.exception("run %s failed unexpectedly", run.pk)
+            error = SwitchboardError(ErrorCode.INTERNAL_ERROR, "The run failed unexpectedly.")
+            event_publish(run.session, "worker.failed", {"worker": worker, "attempt": run.attempts}, run=run)
+            runs.run_fail(run, error, message=executor.open_message)
+    finally:
+        if first_call is not None:  # read to the end by now, unless something failed on the way
+            first_call.close()
+
+
+def _first_call_early(run_id: str, conf: ProviderSettings) -> ModelCall | None:
+    """The first model call of a run no worker took yet, sent before the claim: the claim's writes then
+    overlap the model's time to first token instead of preceding it. Its deltas wait in ``deltas`` until
+    the claimed run reads them.
+
+    The run is read without a lock; the claim checks it again under its lock, and the call is closed
+    unread if the claim fails (a duplicate task, a cancel meanwhile). None if the run is not claimable
+    or the call cannot start here; the claimed run then makes the call after its claim, which reports
+    any error the usual way.
+    """
+    run = runs.run_peek(run_id)
+    if run is None or run.started_at is not None:
+        return None
+    try:
+        call = model_call(run, conf, resolve_model(run.session, conf, run.options.get("model")))
+        call.read()
+        # The claim starts once the provider has answered (or after a bound): the request's encoding and
+        # the claim's queries would otherwise take turns on the interpreter, delaying both.
+        call.stream.answered.wait(FIRST_CALL_ANSWER_WAIT)
+        return call
+    except Exception:  # noqa: BLE001 (made again after the claim, where a failure fails the run)
+        logger.debug("early model call of run %s did not start", run_id, exc_info=True)
+        return None
+
+
+@dataclass
+class ModelCall:
+    """A model request; once :meth:`read`, a thread reads its deltas (or the error that ended it) into
+    ``deltas``."""
+
+    stream: CompletionStream
+    name: str
+    started: float = field(default_factory=time.monotonic)  # when the request went out
+    deltas: queue.Queue = field(default_factory=queue.Queue)
+    reader: threading.Thread | None = None
+
+    def read(self) -> None:
+        if self.reader is None:
+            self.reader = threading.Thread(
+                target=_read_stream, args=(self.stream, self.deltas), daemon=True, name=self.name
+            )
+            self.reader.start()
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+def model_call(run: Run, conf: ProviderSettings, model: str) -> ModelCall:
+    """Read the tools offered and the context, and prepare the model request (sent when read)."""
+    from tools_app.runtime import tool_specs
+
+    session, agent = run.session, run.session.agent
+    config = effective_config(session)
+    tools = tool_specs(session, agent)
+    stream = provider_for(conf).stream(
+        messages=build_context(session, agent, run=run),
+        model=model,
+        tools=tools or None,
+        temperature=config.get("temperature"),
+        max_tokens=config.get("max_tokens"),
+    )
+    return ModelCall(stream, name=f"llm-stream-{run.pk}")
+
+
+def reply_open(run: Run) -> tuple[Message, list[Pending]]:
+    """Store the reply about to be streamed, in the caller's transaction; the events to publish with it:
+    ``message.created``, ``stream.started`` and the runtime state ``streaming``. After a lost worker (a
+    retry) the reply already stored is reused and emptied, so no message is persisted twice."""
+    session, message, events = run.session, None, []
+    if run.attempts > 1:
+        message = Message.objects.filter(
+            run=run, role=MessageRole.ASSISTANT, status=MessageStatus.STREAMING
+        ).first()
+    if message is None:
+        message = message_append(
+            session, role=MessageRole.ASSISTANT, status=MessageStatus.STREAMING, run=run, publish=False
+        )
+        events.append(Pending("message.created", message_snapshot(message), run))
+    elif message.content:
+        Message.objects.filter(pk=message.pk).update(content="")
+        message.content = ""
+    events.append(Pending("stream.started", {"message": str(message.pk), "attempt": run.attempts}, run))
+    events += runs.runtime_state_change(session, RuntimeState.STREAMING, run=run)
+    return message, events
 
 
 class RunExecutor:
-    def __init__(self, run: Run, conf: ProviderSettings | None = None) -> None:
+    def __init__(
+        self,
+        run: Run,
+        conf: ProviderSettings | None = None,
+        reply: Message | None = None,
+        first_call: ModelCall | None = None,
+    ) -> None:
+        """``reply``: the reply the claim opened (a run's first claim), streamed by the first model call;
+        ``first_call``: that call, if it was sent before the claim."""
         self.run = run
         self.conf = conf
         self.session = run.session
         self.agent = self.session.agent
-        self.open_message: Message | None = None
+        self.open_message: Message | None = reply
+        self.first_call = first_call
         self.prompt_tokens = run.prompt_tokens
         self.completion_tokens = run.completion_tokens
 
     def execute(self) -> None:
-        from tools_app.runtime import tool_calls_process, tool_calls_resume, tool_specs
+        from tools_app.runtime import tool_calls_process, tool_calls_resume
 
         conf = self.conf or provider_settings_for_org()
-        provider = provider_for(conf)
         model = self.run.model or resolve_model(self.session, conf, self.run.options.get("model"))
-        config = effective_config(self.session)
 
-        if tool_calls_resume(self.run) == "requires_action":
+        # A reply opened by the claim means the run's first claim: none of its tool calls exist yet.
+        if self.open_message is None and tool_calls_resume(self.run) == "requires_action":
             runs.run_require_action(self.run)
             return
         for turn in range(settings.RUN_MAX_TOOL_ROUNDS):
@@ -114,19 +229,9 @@ class RunExecutor:
             if turn and runs.run_cancel_requested(self.run):
                 runs.run_finish_cancelled(self.run)
                 return
-            tools = tool_specs(self.session, self.agent)
-            messages = build_context(self.session, self.agent, run=self.run)
-            started = time.monotonic()
-            result = self.stream(
-                provider.stream(
-                    messages=messages,
-                    model=model,
-                    tools=tools or None,
-                    temperature=config.get("temperature"),
-                    max_tokens=config.get("max_tokens"),
-                )
-            )
-            metrics.llm_response_seconds.observe(time.monotonic() - started)
+            call, self.first_call = self.first_call or model_call(self.run, conf, model), None
+            result = self.stream(call)
+            metrics.llm_response_seconds.observe(time.monotonic() - call.started)
             metrics.tokens(result.prompt_tokens, result.completion_tokens)  # every call costs, even cancelled
             self.prompt_tokens += result.prompt_tokens
             self.completion_tokens += result.completion_tokens
@@ -159,43 +264,17 @@ class RunExecutor:
     # --- streaming ------------------------------------------------------------------------------------
 
     def _open_reply(self) -> Message:
-        """The reply being written, stored while the model request is on its way: ``message.created``,
-        ``stream.started`` and the runtime state ``streaming`` in one transaction. After a lost worker
-        (a retry) the reply already stored is reused and emptied, so no message is persisted twice."""
         with transaction.atomic():
-            message, events = None, []
-            if self.run.attempts > 1:
-                message = Message.objects.filter(
-                    run=self.run, role=MessageRole.ASSISTANT, status=MessageStatus.STREAMING
-                ).first()
-            if message is None:
-                message = message_append(
-                    self.session,
-                    role=MessageRole.ASSISTANT,
-                    status=MessageStatus.STREAMING,
-                    run=self.run,
-                    publish=False,
-                )
-                events.append(Pending("message.created", message_snapshot(message), self.run))
-            elif message.content:
-                Message.objects.filter(pk=message.pk).update(content="")
-                message.content = ""
-            started = {"message": str(message.pk), "attempt": self.run.attempts}
-            events.append(Pending("stream.started", started, self.run))
-            events += runs.runtime_state_change(self.session, RuntimeState.STREAMING, run=self.run)
+            message, events = reply_open(self.run)
             events_publish(self.session, events)
         self.open_message = message
         return message
 
-    def stream(self, stream: CompletionStream) -> StreamResult:
-        deltas: queue.Queue = queue.Queue()
-        reader = threading.Thread(
-            target=_read_stream, args=(stream, deltas), daemon=True, name=f"llm-stream-{self.run.pk}"
-        )
-        started = time.monotonic()
-        reader.start()  # the request goes out while the reply's message is stored
-        try:
-            message = self._open_reply()
+    def stream(self, call: ModelCall) -> StreamResult:
+        call.read()
+        stream, deltas, started = call.stream, call.deltas, call.started
+        try:  # the request is on its way while the reply's message is stored (unless the claim did)
+            message = self.open_message or self._open_reply()
         except BaseException:
             stream.close()
             raise

@@ -60,6 +60,7 @@ class CompletionStream(ABC):
 
     def __init__(self) -> None:
         self.closed = threading.Event()
+        self.answered = threading.Event()  # the provider answered: the stream began, or failed to
 
     @abstractmethod
     def __iter__(self) -> Iterator[Delta]: ...
@@ -154,11 +155,15 @@ class OpenAIStream(CompletionStream):
                 raise _map_openai_error(exc) from exc
 
     def __iter__(self) -> Iterator[Delta]:
-        self._response = self._open()
+        try:
+            self._response = self._open()
+        finally:
+            self.answered.set()
         calls: dict[int, dict[str, str]] = {}
         try:
             for chunk in self._response:
-                if self.closed.is_set():
+                if self.closed.is_set():  # closed while the request was on its way: let go of it now
+                    self._response.close()
                     return
                 if chunk.usage is not None:
                     yield Delta(
@@ -235,14 +240,20 @@ class OpenAIProvider:
         temperature: float | None = None,
         max_tokens: int | None = None,
     ) -> CompletionStream:
+        # The messages and tools are plain JSON already. Passed in ``extra_body`` (which the SDK documents
+        # to take precedence over the named arguments), they skip the SDK's typed-dict transform: that
+        # walks every message through the union of message types, about 0.1 ms of CPU per message, on the
+        # way to the first token.
+        body: dict[str, Any] = {"messages": messages}
+        if tools:
+            body["tools"] = tools
         request: dict[str, Any] = {
             "model": model,
-            "messages": messages,
+            "messages": [],
             "stream": True,
             "stream_options": {"include_usage": True},
+            "extra_body": body,
         }
-        if tools:
-            request["tools"] = tools
         if temperature is not None:
             request["temperature"] = temperature
         if max_tokens is not None:
@@ -264,6 +275,7 @@ class DemoStream(CompletionStream):
         self.text, self.tool_calls, self.prompt_tokens, self.delay = text, tool_calls, prompt_tokens, delay
 
     def __iter__(self) -> Iterator[Delta]:
+        self.answered.set()
         words = re.findall(r"\S+\s*", self.text)
         for word in words:
             if self.closed.wait(self.delay) if self.delay else self.closed.is_set():
@@ -343,7 +355,7 @@ def environment_provider_settings() -> ProviderSettings:
 
 def provider_settings_for_org() -> ProviderSettings:
     """The current organization's default credentials, else the environment's. Needs the tenant context."""
-    cred = ProviderCredential.objects.filter(is_default=True).first() or ProviderCredential.objects.first()
+    cred = ProviderCredential.objects.order_by("-is_default", "name").first()
     if cred is None:
         return environment_provider_settings()
     try:

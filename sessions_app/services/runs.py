@@ -18,6 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from core.errors import ErrorCode, SwitchboardError
@@ -116,9 +117,9 @@ def run_create(
         trigger_message=trigger_message,
         options=options or {},
     )
-    events_publish(session, [*publish, Pending("run.queued", run_snapshot(run), run)])
     if known_first or _head_of_queue(session) == run:
-        run_dispatch(run)
+        run_dispatch(run)  # before the events: at commit the task is enqueued first, then they are pushed
+    events_publish(session, [*publish, Pending("run.queued", run_snapshot(run), run)])
     return run
 
 
@@ -156,26 +157,48 @@ def _lease_deadline():
     return timezone.now() + timedelta(seconds=settings.RUN_LEASE_SECONDS)
 
 
-def run_claim(run_id, worker: str, *, prepare=None) -> Run | None:
+def _claim_candidates(*, in_line: bool = True):
+    """Runs with what a worker needs: session, agent, organization and trigger message; with ``in_line``
+    also ``behind``, true if an earlier run of the same session is still active (so this one is not first
+    in line)."""
+    runs = Run.objects.select_related("session__agent", "session__organization", "trigger_message")
+    if not in_line:
+        return runs
+    earlier = Run.objects.filter(session=OuterRef("session"), status__in=RUN_ACTIVE_STATUSES).filter(
+        Q(queued_at__lt=OuterRef("queued_at")) | Q(queued_at=OuterRef("queued_at"), pk__lt=OuterRef("pk"))
+    )
+    return runs.annotate(behind=Exists(earlier))
+
+
+def run_peek(run_id) -> Run | None:
+    """The run if it is queued with attempts left, read without a lock: what a worker may prepare before
+    its claim, which checks everything again. (A run's task is enqueued only when it is first in line, so
+    the peek leaves that check to the claim.)"""
+    run = _claim_candidates(in_line=False).filter(pk=run_id).first()
+    if run is None or run.status != RunStatus.QUEUED:
+        return None
+    return run if run.attempts < settings.RUN_MAX_ATTEMPTS else None
+
+
+def run_claim(run_id, worker: str, *, prepare=None, on_first_claim=None) -> Run | None:
     """Take the lease of a queued run that is first in its session's line; None if not claimable.
 
     ``prepare(run)`` may return more fields to store with the claim (the model the run will use).
-    The claim is one transaction: the run's row, its events and the session's runtime state.
+    ``on_first_claim(run)``, called when no worker took the run before, does more in the claim's
+    transaction (the executor opens the reply) and returns the events to publish with the claim's, the
+    runtime state among them. The claim is one transaction: the run's row, its events and the session's
+    runtime state.
     """
     with transaction.atomic():
-        run = (
-            Run.objects.select_for_update(of=("self",))
-            .select_related("session__agent", "trigger_message")
-            .filter(pk=run_id)
-            .first()
-        )
+        run = _claim_candidates().select_for_update(of=("self",)).filter(pk=run_id).first()
         if run is None or run.status != RunStatus.QUEUED:
             return None
-        if _head_of_queue(run.session) != run:
+        if run.behind:
             return None  # an earlier run of the session is still active; it dispatches this one when done
         if run.attempts >= settings.RUN_MAX_ATTEMPTS:
             run_fail(run, SwitchboardError(ErrorCode.INTERNAL_ERROR, "The run failed on every attempt."))
             return None
+        first = run.started_at is None
         now = timezone.now()
         run.status = RunStatus.RUNNING
         run.attempts += 1
@@ -188,14 +211,15 @@ def run_claim(run_id, worker: str, *, prepare=None) -> Run | None:
             setattr(run, name, value)
             fields.append(name)
         run.save(update_fields=fields)
-        events_publish(
-            run.session,
-            [
-                Pending("worker.spawned", {"worker": worker, "attempt": run.attempts}, run),
-                Pending("run.started", run_snapshot(run), run),
-                *runtime_state_change(run.session, RuntimeState.PROCESSING, run=run),
-            ],
-        )
+        events = [
+            Pending("worker.spawned", {"worker": worker, "attempt": run.attempts}, run),
+            Pending("run.started", run_snapshot(run), run),
+        ]
+        if first and on_first_claim is not None:
+            events += on_first_claim(run)
+        else:
+            events += runtime_state_change(run.session, RuntimeState.PROCESSING, run=run)
+        events_publish(run.session, events)
     return run
 
 
