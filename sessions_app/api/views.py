@@ -204,7 +204,7 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, SessionCh
         wants_wait = (
             wait in ("1", "true", "yes")
             if wait is not None
-            else (session.agent.default_transport == Transport.STATELESS)
+            else (run.session.agent.default_transport == Transport.STATELESS)
         )
         body = {"message": self.get_serializer(message).data, "run": RunSerializer(run).data, "reply": None}
         if not wants_wait:

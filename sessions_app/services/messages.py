@@ -118,7 +118,12 @@ def message_post_user(
         before_store()
     active = Run.objects.filter(session=OuterRef("pk"), status__in=RUN_ACTIVE_STATUSES)
     with transaction.atomic():
-        locked = Session.objects.select_for_update().annotate(busy=Exists(active)).get(pk=session.pk)
+        locked = (
+            Session.objects.select_for_update(of=("self",))
+            .select_related("agent")  # the run's session: callers read its agent (transport, limits)
+            .annotate(busy=Exists(active))
+            .get(pk=session.pk)
+        )
         first = not locked.busy or busy_policy_apply(locked, effective_config(locked)["on_busy"])
         if locked.status == SessionStatus.CREATED:
             locked = session_activate(locked)
