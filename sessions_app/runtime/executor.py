@@ -141,12 +141,13 @@ class ModelCall:
 
     stream: CompletionStream
     name: str
-    started: float = field(default_factory=time.monotonic)  # when the request went out
+    started: float = 0.0  # time.monotonic() when the request went out
     deltas: queue.Queue = field(default_factory=queue.Queue)
     reader: threading.Thread | None = None
 
     def read(self) -> None:
         if self.reader is None:
+            self.started = time.monotonic()
             self.reader = threading.Thread(
                 target=_read_stream, args=(self.stream, self.deltas), daemon=True, name=self.name
             )

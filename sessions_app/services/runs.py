@@ -161,13 +161,13 @@ def _claim_candidates(*, in_line: bool = True):
     """Runs with what a worker needs: session, agent, organization and trigger message; with ``in_line``
     also ``behind``, true if an earlier run of the same session is still active (so this one is not first
     in line)."""
-    runs = Run.objects.select_related("session__agent", "session__organization", "trigger_message")
+    candidates = Run.objects.select_related("session__agent", "session__organization", "trigger_message")
     if not in_line:
-        return runs
+        return candidates
     earlier = Run.objects.filter(session=OuterRef("session"), status__in=RUN_ACTIVE_STATUSES).filter(
         Q(queued_at__lt=OuterRef("queued_at")) | Q(queued_at=OuterRef("queued_at"), pk__lt=OuterRef("pk"))
     )
-    return runs.annotate(behind=Exists(earlier))
+    return candidates.annotate(behind=Exists(earlier))
 
 
 def run_peek(run_id) -> Run | None:
