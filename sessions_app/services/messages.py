@@ -6,21 +6,12 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from core.errors import ErrorCode, SwitchboardError
 from core.events import Pending, event_publish, session_counter_advance
 from core.metrics import metrics
-from sessions_app.models import (
-    RUN_ACTIVE_STATUSES,
-    Message,
-    MessageRole,
-    MessageStatus,
-    Run,
-    Session,
-    SessionStatus,
-)
+from sessions_app.models import Message, MessageRole, MessageStatus, Run, Session, SessionStatus
 from sessions_app.services.lifecycle import session_activate, session_check_usable, session_resume
 
 
@@ -116,15 +107,15 @@ def message_post_user(
     session = session_check_usable(session)  # outside the transaction: an expiry it records must stay
     if before_store is not None:
         before_store()
-    active = Run.objects.filter(session=OuterRef("pk"), status__in=RUN_ACTIVE_STATUSES)
     with transaction.atomic():
         locked = (
             Session.objects.select_for_update(of=("self",))
             .select_related("agent")  # the run's session: callers read its agent (transport, limits)
-            .annotate(busy=Exists(active))
             .get(pk=session.pk)
         )
-        first = not locked.busy or busy_policy_apply(locked, effective_config(locked)["on_busy"])
+        # A statement of its own, after the lock: one waiting for the lock would see the runs as they were
+        # when it began (PostgreSQL re-reads only the locked row), missing a run posted meanwhile.
+        first = busy_policy_apply(locked, effective_config(locked)["on_busy"])
         if locked.status == SessionStatus.CREATED:
             locked = session_activate(locked)
         elif locked.status == SessionStatus.SUSPENDED:

@@ -160,7 +160,11 @@ def _lease_deadline():
 def _claim_candidates(*, in_line: bool = True):
     """Runs with what a worker needs: session, agent, organization and trigger message; with ``in_line``
     also ``behind``, true if an earlier run of the same session is still active (so this one is not first
-    in line)."""
+    in line).
+
+    In a locking read that had to wait, ``behind`` reflects the runs as they were when the read began.
+    That is safe for a claim: no earlier run can become active later (runs are queued in order and never
+    leave a terminal status), and one that finished meanwhile dispatches this run again itself."""
     candidates = Run.objects.select_related("session__agent", "session__organization", "trigger_message")
     if not in_line:
         return candidates

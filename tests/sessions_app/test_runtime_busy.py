@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from core.tenancy import tenant_context
@@ -122,3 +124,56 @@ def test_on_busy_must_be_a_known_policy(world, client_for):
         world.a.url(f"sessions/{world.a.session.pk}/"), {"config": {"on_busy": "panic"}}, format="json"
     )
     assert_error(r, 400, "VALIDATION_ERROR")
+
+
+def test_a_message_that_waited_for_the_session_lock_sees_the_run_posted_meanwhile(world):
+    """Two messages at once: the second waits for the first's transaction, then finds its run active.
+
+    (A busy check in the same statement as the lock would see the runs as they were when the statement
+    began on PostgreSQL, and accept the second message under ``reject``.)"""
+    from django.db import connection, transaction
+
+    from core.errors import ErrorCode, SwitchboardError
+    from sessions_app.services.messages import message_post_user
+
+    set_on_busy(world.a, "reject")
+    first_posted, release, outcome = threading.Event(), threading.Event(), {}
+
+    def first() -> None:
+        try:
+            with tenant_context(world.a.org), transaction.atomic():
+                message_post_user(world.a.session, "first", author=world.a.member)
+                first_posted.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    def second() -> None:
+        try:
+            with tenant_context(world.a.org):
+                message_post_user(world.a.session, "second", author=world.a.member)
+            outcome["accepted"] = True
+        except SwitchboardError as error:
+            outcome["error"] = error.code
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    threads[0].start()
+    assert first_posted.wait(10)
+    threads[1].start()
+    if connection.vendor == "postgresql":  # the second is waiting for the session's row lock
+        wait_until(lambda: _lock_waiters() > 0, 10, "the second message waits for the lock")
+    release.set()
+    for thread in threads:
+        thread.join(15)
+    assert outcome == {"error": ErrorCode.SESSION_BUSY}
+    assert counts(world.a)[:2] == (1, 1)
+
+
+def _lock_waiters() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+        return cursor.fetchone()[0]
