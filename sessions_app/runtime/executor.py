@@ -86,12 +86,11 @@ def run_execute(run_id: str) -> None:
         # A run's first claim opens its reply in the same transaction: one commit, while the model works.
         prepare, on_first_claim = (model_fields, open_reply) if conf else (None, None)
         run = runs.run_claim(run_id, worker, prepare=prepare, on_first_claim=on_first_claim)
-        if run is None or not opened:
-            if first_call is not None:  # not claimed after all (a duplicate task, a cancel meanwhile)
-                first_call.close()
-                first_call = None
-            if run is None:
-                return
+        if first_call is not None and not opened:  # not taken as a first claim (a cancel, a duplicate task)
+            first_call.close()
+            first_call = None
+        if run is None:
+            return
         executor = RunExecutor(run, conf, reply=opened[0] if opened else None, first_call=first_call)
         try:
             if conf_error is not None:
