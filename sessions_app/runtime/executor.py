@@ -71,7 +71,8 @@ def run_execute(run_id: str) -> None:
         conf, conf_error = provider_settings_for_org(), None
     except SwitchboardError as error:
         conf, conf_error = None, error
-    first_call = _first_call_early(run_id, conf) if conf else None
+    peeked = runs.run_peek(run_id)  # what the claim re-checks under its lock
+    first_call = _first_call_early(peeked, conf) if conf and peeked else None
     opened: list[Message] = []
 
     def model_fields(run: Run) -> dict[str, str]:
@@ -85,7 +86,7 @@ def run_execute(run_id: str) -> None:
     try:
         # A run's first claim opens its reply in the same transaction: one commit, while the model works.
         prepare, on_first_claim = (model_fields, open_reply) if conf else (None, None)
-        run = runs.run_claim(run_id, worker, prepare=prepare, on_first_claim=on_first_claim)
+        run = runs.run_claim(run_id, worker, peeked=peeked, prepare=prepare, on_first_claim=on_first_claim)
         if first_call is not None and not opened:  # not taken as a first claim (a cancel, a duplicate task)
             first_call.close()
             first_call = None
@@ -108,18 +109,17 @@ def run_execute(run_id: str) -> None:
             first_call.close()
 
 
-def _first_call_early(run_id: str, conf: ProviderSettings) -> ModelCall | None:
+def _first_call_early(run: Run, conf: ProviderSettings) -> ModelCall | None:
     """The first model call of a run no worker took yet, sent before the claim: the claim's writes then
     overlap the model's time to first token instead of preceding it. Its deltas wait in ``deltas`` until
     the claimed run reads them.
 
-    The run is read without a lock; the claim checks it again under its lock, and the call is closed
-    unread if the claim fails (a duplicate task, a cancel meanwhile). None if the run is not claimable
-    or the call cannot start here; the claimed run then makes the call after its claim, which reports
-    any error the usual way.
+    ``run`` was read without a lock (:func:`~sessions_app.services.runs.run_peek`); the claim checks it
+    again under its lock, and the call is closed unread if the claim fails (a duplicate task, a cancel
+    meanwhile). None if a worker took the run before or the call cannot start here; the claimed run then
+    makes the call after its claim, which reports any error the usual way.
     """
-    run = runs.run_peek(run_id)
-    if run is None or run.started_at is not None:
+    if run.started_at is not None:
         return None
     try:
         call = model_call(run, conf, resolve_model(run.session, conf, run.options.get("model")))
@@ -129,7 +129,7 @@ def _first_call_early(run_id: str, conf: ProviderSettings) -> ModelCall | None:
         call.stream.answered.wait(FIRST_CALL_ANSWER_WAIT)
         return call
     except Exception:  # noqa: BLE001 (made again after the claim, where a failure fails the run)
-        logger.debug("early model call of run %s did not start", run_id, exc_info=True)
+        logger.debug("early model call of run %s did not start", run.pk, exc_info=True)
         return None
 
 

@@ -157,15 +157,17 @@ def _lease_deadline():
     return timezone.now() + timedelta(seconds=settings.RUN_LEASE_SECONDS)
 
 
-def _claim_candidates(*, in_line: bool = True):
-    """Runs with what a worker needs: session, agent, organization and trigger message; with ``in_line``
-    also ``behind``, true if an earlier run of the same session is still active (so this one is not first
-    in line).
+def _claim_candidates(*, in_line: bool = True, related: bool = True):
+    """Runs with what a worker needs: (with ``related``) session, agent, organization and trigger
+    message; with ``in_line`` also ``behind``, true if an earlier run of the same session is still active
+    (so this one is not first in line).
 
     In a locking read that had to wait, ``behind`` reflects the runs as they were when the read began.
     That is safe for a claim: no earlier run can become active later (runs are queued in order and never
     leave a terminal status), and one that finished meanwhile dispatches this run again itself."""
-    candidates = Run.objects.select_related("session__agent", "session__organization", "trigger_message")
+    candidates = Run.objects.all()
+    if related:
+        candidates = candidates.select_related("session__agent", "session__organization", "trigger_message")
     if not in_line:
         return candidates
     earlier = Run.objects.filter(session=OuterRef("session"), status__in=RUN_ACTIVE_STATUSES).filter(
@@ -184,9 +186,14 @@ def run_peek(run_id) -> Run | None:
     return run if run.attempts < settings.RUN_MAX_ATTEMPTS else None
 
 
-def run_claim(run_id, worker: str, *, prepare=None, on_first_claim=None) -> Run | None:
+def run_claim(
+    run_id, worker: str, *, peeked: Run | None = None, prepare=None, on_first_claim=None
+) -> Run | None:
     """Take the lease of a queued run that is first in its session's line; None if not claimable.
 
+    ``peeked``: the run as :func:`run_peek` read it moments before. The locking read then takes the
+    run's own row only and keeps the peek's session, agent, organization and trigger message (which a
+    claim does not change), instead of reading them again.
     ``prepare(run)`` may return more fields to store with the claim (the model the run will use).
     ``on_first_claim(run)``, called when no worker took the run before, does more in the claim's
     transaction (the executor opens the reply) and returns the events to publish with the claim's, the
@@ -194,9 +201,12 @@ def run_claim(run_id, worker: str, *, prepare=None, on_first_claim=None) -> Run 
     runtime state.
     """
     with transaction.atomic():
-        run = _claim_candidates().select_for_update(of=("self",)).filter(pk=run_id).first()
+        candidates = _claim_candidates(related=peeked is None)
+        run = candidates.select_for_update(of=("self",)).filter(pk=run_id).first()
         if run is None or run.status != RunStatus.QUEUED:
             return None
+        if peeked is not None:
+            run.session, run.trigger_message = peeked.session, peeked.trigger_message
         if run.behind:
             return None  # an earlier run of the session is still active; it dispatches this one when done
         if run.attempts >= settings.RUN_MAX_ATTEMPTS:

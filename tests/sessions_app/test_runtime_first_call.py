@@ -108,3 +108,21 @@ def test_a_run_behind_another_is_not_claimed_and_closes_its_early_call(world, ll
         assert Run.objects.get(pk=first.pk).status == RunStatus.QUEUED
     (call,) = calls
     assert call.stream.closed.is_set()
+
+
+def test_the_claim_locks_the_run_alone_and_keeps_what_the_peek_read(world, llm, use_llm):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    use_llm(world.a)
+    with tenant_context(world.a.org):
+        _, run = message_post_user(world.a.session, "Hello", author=world.a.member)
+        peeked = runs.run_peek(run.pk)
+        with CaptureQueriesContext(connection) as queries:
+            claimed = runs.run_claim(run.pk, "host:1", peeked=peeked)
+    locking = next(q["sql"] for q in queries if q["sql"].startswith("SELECT"))  # the claim's first read
+    if connection.vendor == "postgresql":
+        assert "FOR UPDATE" in locking
+    assert "JOIN" not in locking  # the run's row only: the peek has its session, agent and message
+    assert claimed.status == RunStatus.RUNNING and claimed.attempts == 1
+    assert claimed.session is peeked.session and claimed.trigger_message is peeked.trigger_message
