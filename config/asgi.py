@@ -6,12 +6,12 @@ sign-in needs this site's Origin, while programs with an API key or ticket may s
 
 import os
 
+import django
 from asgiref.sync import sync_to_async
-from django.core.asgi import get_asgi_application
 from django.core.handlers.asgi import ASGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)  # what django.core.asgi.get_asgi_application does before its handler
 
 
 class SyncChainASGIHandler(ASGIHandler):
