@@ -48,6 +48,8 @@ def tools_for_run(session, agent) -> dict[str, tuple[ToolSpec, str]]:
     from sessions_app.runtime.context import effective_config
 
     allowed = set(agent.tools or [])
+    if not allowed:  # an agent without tools: no need to read the organization's tool settings
+        return {}
     config = effective_config(session)
     offered = {}
     for spec, org_policy in organization_tools():

@@ -103,6 +103,13 @@ def test_only_the_agents_subset_is_offered(world):
     assert offered(world.a, agent_tools=["calculator", "no_such_tool"]) == {"calculator": "auto"}
 
 
+def test_an_agent_without_tools_reads_no_tool_settings(world, django_assert_num_queries):
+    with tenant_context(world.a.org):
+        world.a.agent.tools = []
+        with django_assert_num_queries(0):  # on the way to every model call of a run
+            assert tools_for_run(world.a.session, world.a.agent) == {}
+
+
 def test_disabled_and_denied_tools_are_never_offered(world):
     set_policy(world.a, "current_time", enabled=False)
     set_policy(world.a, "search_history", policy="deny")
