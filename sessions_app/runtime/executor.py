@@ -92,10 +92,11 @@ def run_execute(run_id: str) -> None:
             first_call = None
         if run is None:
             return
+        if conf_error is not None:  # claimed, so that the failure is the run's and the session moves on
+            runs.run_fail(run, conf_error)
+            return
         executor = RunExecutor(run, conf, reply=opened[0] if opened else None, first_call=first_call)
         try:
-            if conf_error is not None:
-                raise conf_error
             executor.execute()
         except SwitchboardError as error:
             runs.run_fail(run, error, message=executor.open_message)
@@ -199,12 +200,13 @@ class RunExecutor:
     def __init__(
         self,
         run: Run,
-        conf: ProviderSettings | None = None,
+        conf: ProviderSettings,
         reply: Message | None = None,
         first_call: ModelCall | None = None,
     ) -> None:
-        """``reply``: the reply the claim opened (a run's first claim), streamed by the first model call;
-        ``first_call``: that call, if it was sent before the claim."""
+        """``conf``: the provider settings the claim resolved the run's model with; ``reply``: the reply the
+        claim opened (a run's first claim), streamed by the first model call; ``first_call``: that call, if
+        it was sent before the claim."""
         self.run = run
         self.conf = conf
         self.session = run.session
@@ -217,8 +219,7 @@ class RunExecutor:
     def execute(self) -> None:
         from tools_app.runtime import tool_calls_process, tool_calls_resume
 
-        conf = self.conf or provider_settings_for_org()
-        model = self.run.model or resolve_model(self.session, conf, self.run.options.get("model"))
+        model = self.run.model or resolve_model(self.session, self.conf, self.run.options.get("model"))
 
         # A reply opened by the claim means the run's first claim: none of its tool calls exist yet.
         if self.open_message is None and tool_calls_resume(self.run) == "requires_action":
@@ -229,7 +230,7 @@ class RunExecutor:
             if turn and runs.run_cancel_requested(self.run):
                 runs.run_finish_cancelled(self.run)
                 return
-            call, self.first_call = self.first_call or model_call(self.run, conf, model), None
+            call, self.first_call = self.first_call or model_call(self.run, self.conf, model), None
             result = self.stream(call)
             metrics.llm_response_seconds.observe(time.monotonic() - call.started)
             metrics.tokens(result.prompt_tokens, result.completion_tokens)  # every call costs, even cancelled

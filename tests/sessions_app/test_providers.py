@@ -185,3 +185,23 @@ def test_runs_work_across_a_rotation_and_fail_clearly_when_the_key_is_lost(world
     _, run = post_and_run(world.a, "again")
     assert run.status == RunStatus.FAILED and run.error_code == "LLM_ERROR"
     assert "ENCRYPTION_KEYS" in run.error_message
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("task_queue")
+def test_a_key_that_cannot_be_decrypted_fails_the_run_and_leaves_the_session_usable(
+    world, llm, client_for, settings
+):
+    from sessions_app.models import Session
+    from tests.support.runtime import events
+
+    create(client_for(world.a.admin), world.a, base_url=llm.base_url)
+    settings.ENCRYPTION_KEYS = [Fernet.generate_key().decode()]  # the key it was stored with is gone
+    _, run = post_and_run(world.a)
+    assert run.status == RunStatus.FAILED and run.error_code == "LLM_ERROR"
+    assert "decrypted" in run.error_message
+    assert llm.chat_requests == []  # no request went out with a key it could not read
+    (error,) = events(world.a, types=("error.occurred",), run=run)
+    assert error.data["code"] == "LLM_ERROR"
+    with tenant_context(world.a.org):
+        assert Session.objects.get(pk=world.a.session.pk).runtime_state == "error"
