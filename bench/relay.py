@@ -206,7 +206,7 @@ class Platform:
         stop(self.cluster)
         env = {**os.environ, "Q_WORKERS": str(workers)}
         self.cluster = self._spawn("qcluster", [sys.executable, "manage.py", "qcluster"], env)
-        if result(async_task("math.floor", 2.5), wait=120_000) != 2:
+        if result(async_task("math.floor", 2.5, save=True), wait=120_000) != 2:  # saved: see Q_CLUSTER
             raise RuntimeError("the queue cluster ran no task; see " + str(self.workdir / "qcluster.log"))
 
     def cpu(self) -> tuple[float, float]:

@@ -148,7 +148,9 @@ Q_CLUSTER = {
     "ack_failures": True,
     "catch_up": False,
     "poll": env.float("Q_POLL", default=0.05),
-    "save_limit": 1000,
+    # Successful tasks are not kept: a run's row is its record. (django-q2 prunes kept successes by
+    # locking and loading every one of them after each task, so keeping N costs O(N) per task.)
+    "save_limit": -1,
     "label": "Queue",
 }
 if REDIS_URL:

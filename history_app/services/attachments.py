@@ -154,8 +154,9 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
-def attachment_context_text(message: Message, budget_tokens: int) -> str:
+def attachment_context_text(message: Message | Any, budget_tokens: int) -> str:
     """The attachments' extracted text for the model's context, at most ``budget_tokens`` (chars / 4).
+    ``message``: the message or its id.
 
     Each attachment gets a header line (name, type, analysis summary) then its text; when the budget runs
     out the text is cut and marked, and attachments that no longer fit are listed by header only if
@@ -165,7 +166,8 @@ def attachment_context_text(message: Message, budget_tokens: int) -> str:
     parts: list[str] = []
     used = 0
     marker = "\n[… attachment text truncated to fit the context]"
-    for attachment in message.attachments.all().order_by("created_at", "id"):
+    message_id = message.pk if isinstance(message, Message) else message
+    for attachment in Attachment.objects.filter(message_id=message_id).order_by("created_at", "id"):
         analysis = attachment.analysis or {}
         header = f"[Attachment: {attachment.filename} ({attachment.content_type})"
         summary = analysis.get("summary")

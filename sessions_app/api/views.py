@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.db.models import Prefetch, prefetch_related_objects
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status
@@ -30,6 +31,7 @@ from sessions_app.api.serializers import (
 )
 from sessions_app.models import (
     Agent,
+    Attachment,
     Message,
     ProviderCredential,
     Run,
@@ -200,6 +202,8 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, SessionCh
             before_store=(lambda: attachments_validate(uploads)) if uploads else None,
             after_store=(lambda m: attachments_add(m, uploads)) if uploads else None,
         )
+        if not uploads:  # a new message without files has no attachments: the response does not look
+            prefetch_related_objects([message], Prefetch("attachments", queryset=Attachment.objects.none()))
         wait = request.query_params.get("wait")
         wants_wait = (
             wait in ("1", "true", "yes")

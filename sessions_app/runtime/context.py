@@ -49,43 +49,44 @@ def system_prompt(session: Session, agent: Agent) -> str:
     return "\n\n".join(part for part in (agent.system_prompt.strip(), extra.strip()) if part)
 
 
-def _as_openai(message: Message) -> dict[str, Any]:
-    direct_task = message.role == MessageRole.TOOL and (
-        message.tool_call is None or message.tool_call.run_id is None
-    )
-    if direct_task:  # a person ran the tool: no model turn asked for it, so tell the model in plain words
-        name = message.metadata.get("tool_name", "a")
-        return {
-            "role": "user",
-            "content": f"[A person ran the {name} tool directly. Result: {message.content}]",
-        }
-    if message.role == MessageRole.TOOL:
-        call_id = message.metadata.get("tool_call_id") or (
-            message.tool_call.call_id if message.tool_call else ""
-        )
-        return {"role": "tool", "tool_call_id": call_id, "content": message.content}
-    item: dict[str, Any] = {"role": message.role, "content": message.content}
-    calls = message.metadata.get("tool_calls")
-    if message.role == MessageRole.ASSISTANT and calls:
+# The columns the context needs, read as plain rows: building model instances (and parsing their
+# timestamps) for up to ``max_context_messages`` messages cost more than the query itself, before every
+# model request.
+_CONTEXT_FIELDS = ("id", "role", "content", "metadata", "tool_call__run_id", "tool_call__call_id")
+
+
+def _as_openai(message: dict[str, Any], agent: Agent) -> dict[str, Any]:
+    """A message row (:data:`_CONTEXT_FIELDS`, ``tool_call_id``, ``has_attachments``) as OpenAI sends it."""
+    role, content, metadata = message["role"], message["content"], message["metadata"] or {}
+    if role == MessageRole.TOOL and message["tool_call__run_id"] is None:
+        # A person ran the tool (directly, or with no call recorded): no model turn asked for it, so tell
+        # the model in plain words.
+        name = metadata.get("tool_name", "a")
+        return {"role": "user", "content": f"[A person ran the {name} tool directly. Result: {content}]"}
+    if role == MessageRole.TOOL:
+        call_id = metadata.get("tool_call_id") or message["tool_call__call_id"] or ""
+        return {"role": "tool", "tool_call_id": call_id, "content": content}
+    item: dict[str, Any] = {"role": role, "content": content}
+    calls = metadata.get("tool_calls")
+    if role == MessageRole.ASSISTANT and calls:
         item["tool_calls"] = [
             {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
             for c in calls
         ]
-        item["content"] = message.content or None
-    if message.role == MessageRole.USER and getattr(message, "has_attachments", True):
-        extra = _attachment_text(message)
+        item["content"] = content or None
+    if role == MessageRole.USER and message["has_attachments"]:
+        extra = _attachment_text(message["id"], agent)
         if extra:
-            item["content"] = f"{message.content}\n\n{extra}"
+            item["content"] = f"{content}\n\n{extra}"
     return item
 
 
-def _attachment_text(message: Message) -> str:
+def _attachment_text(message_id, agent: Agent) -> str:
     try:
         from history_app.services.attachments import attachment_context_text
     except ImportError:  # the history app's attachment service is optional for the runtime
         return ""
-    budget = max(0, message.session.agent.max_context_tokens // 2)
-    return attachment_context_text(message, budget)
+    return attachment_context_text(message_id, max(0, agent.max_context_tokens // 2))
 
 
 def build_context(
@@ -101,11 +102,11 @@ def build_context(
         Message.objects.filter(session=session)
         .exclude(status__in=[MessageStatus.STREAMING, MessageStatus.FAILED])
         .exclude(role=MessageRole.SYSTEM)
-        .select_related("tool_call")
         .annotate(turn=Coalesce(F("run__trigger_message__seq"), F("seq")))
         # Attachments are looked up only for the messages that have some (not one query per message).
         .annotate(has_attachments=Exists(Attachment.objects.filter(message=OuterRef("pk"))))
         .order_by("-turn", "-seq")
+        .values(*_CONTEXT_FIELDS, "has_attachments")
     )
     if run is not None and run.trigger_message_id is not None:
         candidates = candidates.filter(turn__lte=run.trigger_message.seq)
@@ -116,7 +117,7 @@ def build_context(
     picked: list[dict[str, Any]] = []
     used = 0
     for message in candidates[: agent.max_context_messages]:
-        item = _as_openai(message)
+        item = _as_openai(message, agent)
         cost = estimate_tokens(str(item.get("content") or "")) + MESSAGE_OVERHEAD_TOKENS
         if picked and used + cost > budget:
             break

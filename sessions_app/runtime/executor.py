@@ -64,14 +64,20 @@ class StreamResult:
     cancelled: bool = False
 
 
-def run_execute(run_id: str) -> None:
-    """Execute one run to its next resting point. Call inside the run's tenant context."""
+_UNREAD = object()
+
+
+def run_execute(run_id: str, *, peeked: Run | None = _UNREAD) -> None:  # type: ignore[assignment]
+    """Execute one run to its next resting point. Call inside the run's tenant context.
+
+    ``peeked``: the run as :func:`~sessions_app.services.runs.run_peek` read it, if the caller did."""
     worker = runs.worker_identity()
+    if peeked is _UNREAD:
+        peeked = runs.run_peek(run_id)  # what the claim re-checks under its lock
     try:  # read before the claim, so that the claim stores the model too; a failure fails the run below
         conf, conf_error = provider_settings_for_org(), None
     except SwitchboardError as error:
         conf, conf_error = None, error
-    peeked = runs.run_peek(run_id)  # what the claim re-checks under its lock
     first_call = _first_call_early(peeked, conf) if conf and peeked else None
     opened: list[Message] = []
 

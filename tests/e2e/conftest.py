@@ -214,7 +214,7 @@ class Stack:
             time.sleep(0.1)
         # Tasks are signed with the cluster's name as salt: sign this one as the cluster's own.
         with mock.patch.object(Conf, "PREFIX", self.cluster_name):
-            task_id = async_task("math.floor", 2.5, cluster=self.cluster_name)
+            task_id = async_task("math.floor", 2.5, cluster=self.cluster_name, save=True)
         if result(task_id, wait=int(READY_TIMEOUT * 1000)) != 2:
             raise RuntimeError(f"the queue cluster ran no task:\n{self.cluster.log_since(mark)}")
 

@@ -107,6 +107,18 @@ def test_post_a_message(world, client_for):
     assert [(m["content"], m["author"]) for m in listed] == [("hello", world.a.member.username)]
 
 
+def test_posting_without_files_does_not_look_up_attachments(world, client_for):
+    """The new message can have none: its response says so without a query."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        r = client_for(world.a.member).post(messages_url(world.a), {"content": "hello"}, format="json")
+    assert r.status_code == 201, r.content
+    assert r.json()["message"]["attachments"] == []
+    assert not [q["sql"] for q in queries if "sessions_app_attachment" in q["sql"]]
+
+
 def test_post_ignores_a_tenant_field_and_a_foreign_session_in_the_body(world, client_for):
     r = client_for(world.a.member).post(
         messages_url(world.a),

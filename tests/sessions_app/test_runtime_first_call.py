@@ -126,3 +126,27 @@ def test_the_claim_locks_the_run_alone_and_keeps_what_the_peek_read(world, llm, 
     assert "JOIN" not in locking  # the run's row only: the peek has its session, agent and message
     assert claimed.status == RunStatus.RUNNING and claimed.attempts == 1
     assert claimed.session is peeked.session and claimed.trigger_message is peeked.trigger_message
+
+
+def test_the_task_reads_the_run_with_its_organization_before_the_model_request(world, llm, use_llm, calls):
+    """The queue task gets ids only: one read brings the run and its organization (no separate read of the
+    organization), and the run reads the context's messages as rows, then sends its request."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from sessions_app import tasks
+
+    use_llm(world.a)
+    llm.script.reply("Read once.")
+    with tenant_context(world.a.org):
+        _, run = message_post_user(world.a.session, "Hello", author=world.a.member)
+    with CaptureQueriesContext(connection) as queries:
+        tasks.run_execute(str(run.pk), world.a.org.pk)
+    with tenant_context(world.a.org):
+        assert Run.objects.get(pk=run.pk).status == RunStatus.COMPLETED
+        assert Message.objects.get(run=run, role=MessageRole.ASSISTANT).content == "Read once."
+    sql = [q["sql"] for q in queries]
+    first = sql[0]
+    assert first.startswith("SELECT") and '"sessions_app_run"' in first.split(" FROM ")[1][:30]
+    assert '"core_organization"' in first  # brought along with the run, session and agent
+    assert not any(s.split(" FROM ")[1].startswith('"core_organization"') for s in sql if " FROM " in s)
