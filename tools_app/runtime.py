@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from sessions_app.models import Message, Run, Session
 from sessions_app.runtime.providers import ToolCallRequest
-from sessions_app.services.runs import run_heartbeat
+from sessions_app.services.runs import run_cancel_requested, run_heartbeat
 from tools_app.models import ToolCall, ToolCallStatus
 from tools_app.policies import tools_for_run
 from tools_app.services.tool_calls import tool_call_create
-from tools_app.services.tool_execution import tool_call_answer, tool_call_execute
+from tools_app.services.tool_execution import ToolAbandoned, tool_call_answer, tool_call_execute
 
 
 def tool_specs(session: Session, agent) -> list[dict]:
@@ -36,7 +36,8 @@ def tool_calls_process(run: Run, message: Message, calls: list[ToolCallRequest])
 def tool_calls_resume(run: Run) -> str:
     """Execute approved calls and answer every decided call of the run that has no answer yet.
 
-    ``requires_action`` while any call still waits for a person; ``continue`` otherwise.
+    ``requires_action`` while any call still waits for a person; ``cancelled`` if the run was cancelled
+    while a tool ran (the worker stopped waiting for it); ``continue`` otherwise.
     """
     calls = list(ToolCall.objects.filter(run=run).select_related("session").order_by("created_at"))
     if any(c.status == ToolCallStatus.PENDING for c in calls):
@@ -46,6 +47,11 @@ def tool_calls_resume(run: Run) -> str:
         if call.pk in answered:
             continue
         if call.status == ToolCallStatus.APPROVED:
-            call = tool_call_execute(call, heartbeat=lambda: run_heartbeat(run))
+            try:
+                call = tool_call_execute(
+                    call, heartbeat=lambda: run_heartbeat(run), cancelled=lambda: run_cancel_requested(run)
+                )
+            except ToolAbandoned:
+                return "cancelled"
         tool_call_answer(call)
     return "continue"

@@ -228,8 +228,7 @@ class RunExecutor:
         model = self.run.model or resolve_model(self.session, self.conf, self.run.options.get("model"))
 
         # A reply opened by the claim means the run's first claim: none of its tool calls exist yet.
-        if self.open_message is None and tool_calls_resume(self.run) == "requires_action":
-            runs.run_require_action(self.run)
+        if self.open_message is None and self._tools_done(tool_calls_resume(self.run)):
             return
         for turn in range(settings.RUN_MAX_TOOL_ROUNDS):
             # The claim just found the run queued, not cancelled; a later cancel is seen by the stream.
@@ -247,10 +246,8 @@ class RunExecutor:
                 self._save_usage()
                 return
             if result.tool_calls:
-                outcome = tool_calls_process(self.run, result.message, result.tool_calls)
-                if outcome == "requires_action":
+                if self._tools_done(tool_calls_process(self.run, result.message, result.tool_calls)):
                     self._save_usage()
-                    runs.run_require_action(self.run)
                     return
                 continue
             runs.run_complete(
@@ -262,6 +259,17 @@ class RunExecutor:
             "The agent asked for tools too many times in one turn.",
             {"limit": settings.RUN_MAX_TOOL_ROUNDS},
         )
+
+    def _tools_done(self, outcome: str) -> bool:
+        """After the run's tool calls: True if the worker's part ends here (a person must decide, or the
+        run was cancelled while a tool ran), False to call the model with the results."""
+        if outcome == "requires_action":
+            runs.run_require_action(self.run)
+            return True
+        if outcome == "cancelled":
+            runs.run_finish_cancelled(self.run)
+            return True
+        return False
 
     def _save_usage(self) -> None:
         Run.objects.filter(pk=self.run.pk).update(

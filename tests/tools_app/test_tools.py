@@ -12,6 +12,7 @@ from core.tenancy import tenant_context
 from sessions_app.models import Message, MessageRole, RunStatus
 from sessions_app.services.lifecycle import session_create, session_update
 from sessions_app.services.messages import message_append
+from sessions_app.services.runs import run_cancel
 from tests.support.assertions import assert_error
 from tests.support.runtime import (
     BackgroundWorker,
@@ -184,6 +185,40 @@ def test_a_tool_running_longer_than_the_lease_keeps_the_run_leased(
     release.set()
     worker.finish()
     assert reload(world.a, run).status == RunStatus.COMPLETED
+
+
+def test_a_cancel_while_a_tool_runs_stops_the_run_without_waiting_for_the_tool(
+    world, llm, use_llm, blocking_tool
+):
+    started, release = blocking_tool
+    use_llm(world.a)
+    give_tools(world.a, "test_blocking")
+    llm.script.tool_call("test_blocking", {})
+    _, run = post(world.a, "Take your time.")
+    worker = BackgroundWorker(world.a, run)
+    worker.start()
+    assert started.wait(10)
+    with tenant_context(world.a.org):
+        run_cancel(reload(world.a, run))
+    worker.finish()  # while the tool is still blocked: the worker stopped waiting for it
+    assert not release.is_set()
+    run = reload(world.a, run)
+    assert run.status == RunStatus.CANCELLED
+    with tenant_context(world.a.org):
+        call = ToolCall.objects.get(run=run)
+        answer = Message.objects.get(tool_call=call, role=MessageRole.TOOL)
+    assert call.status == "failed" and call.error_code == "TOOL_EXECUTION_FAILED"
+    assert "cancelled" in call.error_message
+    assert json.loads(answer.content)["error"]["code"] == "TOOL_EXECUTION_FAILED"
+    assert [t for t in event_types(world.a, run=run) if t.startswith("run.")][-1] == "run.cancelled"
+    assert len(llm.chat_requests) == 1  # the model was not called with the abandoned tool's result
+    # The session takes the next message, and the model sees the cancelled call answered.
+    llm.script.reply("Ready again.")
+    release.set()
+    _, second = post_and_run(world.a, "Again.")
+    assert second.status == RunStatus.COMPLETED
+    (answer,) = tool_answers(llm.chat_requests[-1])
+    assert answer["error"]["code"] == "TOOL_EXECUTION_FAILED" and "cancelled" in answer["error"]["message"]
 
 
 # --- direct tasks ------------------------------------------------------------------------------------

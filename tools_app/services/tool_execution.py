@@ -27,11 +27,28 @@ from tools_app.services.tool_calls import _fail, _publish, arguments_hash
 
 logger = logging.getLogger(__name__)
 
+CANCEL_CHECK_SECONDS = 0.25  # while a run's tool runs, how often the worker looks for a cancel
 
-def tool_call_execute(call: ToolCall, user=None, heartbeat: Callable[[], Any] | None = None) -> ToolCall:
+
+class ToolAbandoned(Exception):
+    """The run was cancelled while one of its tools ran: the worker stopped waiting for the tool.
+
+    The call stays approved and unfinished; settling the cancelled run fails it and answers it. A handler
+    cannot be stopped from outside its thread: it finishes in the background within its own timeout
+    (an execution in a sandbox is still recorded when it ends), and what it returns is not used.
+    """
+
+
+def tool_call_execute(
+    call: ToolCall,
+    user=None,
+    heartbeat: Callable[[], Any] | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> ToolCall:
     """Run an approved call's handler once, with its timeout. Marks the start first (row lock): a call
     found started but unfinished (its worker died) is failed, never run a second time. ``heartbeat`` is
-    called every few seconds while the handler runs (the run executor renews its lease with it)."""
+    called every few seconds while the handler runs (the run executor renews its lease with it);
+    ``cancelled`` every ``CANCEL_CHECK_SECONDS``: once it is true, :class:`ToolAbandoned` is raised."""
     with transaction.atomic():
         call = ToolCall.objects.select_for_update(of=("self",)).select_related("session").get(pk=call.pk)
         if call.status != ToolCallStatus.APPROVED:
@@ -58,9 +75,8 @@ def tool_call_execute(call: ToolCall, user=None, heartbeat: Callable[[], Any] | 
     spec = get_tool(call.tool_name)
     started = time.monotonic()
     try:
-        result = _run_with_timeout(
-            spec, ToolContext(call.session.organization, call.session, call, user), call.arguments, heartbeat
-        )
+        context = ToolContext(call.session.organization, call.session, call, user)
+        result = _run_with_timeout(spec, context, call.arguments, heartbeat, cancelled)
     except SwitchboardError as error:
         with transaction.atomic():
             _fail(call, error)
@@ -75,7 +91,11 @@ def tool_call_execute(call: ToolCall, user=None, heartbeat: Callable[[], Any] | 
 
 
 def _run_with_timeout(
-    spec: ToolSpec, ctx: ToolContext, arguments: dict[str, Any], heartbeat: Callable[[], Any] | None = None
+    spec: ToolSpec,
+    ctx: ToolContext,
+    arguments: dict[str, Any],
+    heartbeat: Callable[[], Any] | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> Any:
     from tools_app.builtin.tools import ToolFailed
 
@@ -100,13 +120,21 @@ def _run_with_timeout(
 
     thread = threading.Thread(target=scoped, daemon=True, name=f"tool-{spec.name}")
     thread.start()
-    # Wake up now and then to renew the run's lease: a tool may run longer than the lease, and a lapsed
-    # lease would let the reaper hand the run to a second worker while this one still executes.
+    # Wake up now and then to renew the run's lease (a tool may run longer than the lease, and a lapsed
+    # lease would let the reaper hand the run to a second worker while this one still executes), and
+    # more often to notice a cancel of the run.
     interval = max(0.05, settings.RUN_LEASE_SECONDS / 3)
-    deadline = time.monotonic() + spec.timeout
+    wake = min(interval, CANCEL_CHECK_SECONDS) if cancelled is not None else interval
+    now = time.monotonic()
+    deadline, next_beat = now + spec.timeout, now + interval
     while thread.is_alive() and (remaining := deadline - time.monotonic()) > 0:
-        thread.join(min(remaining, interval))
-        if heartbeat is not None and thread.is_alive():
+        thread.join(min(remaining, wake))
+        if not thread.is_alive():
+            break
+        if cancelled is not None and cancelled():
+            raise ToolAbandoned(spec.name)
+        if heartbeat is not None and time.monotonic() >= next_beat:
+            next_beat = time.monotonic() + interval
             heartbeat()
     if thread.is_alive():
         raise SwitchboardError(
