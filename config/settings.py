@@ -195,7 +195,7 @@ REST_FRAMEWORK = {
     ],
     "EXCEPTION_HANDLER": "core.api.exceptions.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["core.api.throttling.ApiRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"user": env.str("API_RATE_LIMIT", default="6000/min")},
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
