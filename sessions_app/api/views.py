@@ -202,7 +202,7 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, SessionCh
             before_store=(lambda: attachments_validate(uploads)) if uploads else None,
             after_store=(lambda m: attachments_add(m, uploads)) if uploads else None,
         )
-        if not uploads:  # a new message without files has no attachments: the response does not look
+        if not uploads:  # a message posted without files has none: the response needs no query for them
             prefetch_related_objects([message], Prefetch("attachments", queryset=Attachment.objects.none()))
         wait = request.query_params.get("wait")
         wants_wait = (

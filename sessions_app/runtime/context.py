@@ -56,7 +56,7 @@ _CONTEXT_FIELDS = ("id", "role", "content", "metadata", "tool_call__run_id", "to
 
 
 def _as_openai(message: dict[str, Any], agent: Agent) -> dict[str, Any]:
-    """A message row (:data:`_CONTEXT_FIELDS`, ``tool_call_id``, ``has_attachments``) as OpenAI sends it."""
+    """A message row (:data:`_CONTEXT_FIELDS` and ``has_attachments``) as the OpenAI API takes it."""
     role, content, metadata = message["role"], message["content"], message["metadata"] or {}
     if role == MessageRole.TOOL and message["tool_call__run_id"] is None:
         # A person ran the tool (directly, or with no call recorded): no model turn asked for it, so tell
