@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 from django.conf import global_settings, settings
-from django.test import Client, override_settings
+from django.core.management.base import CommandError
+from django.test import Client, TransactionTestCase, override_settings
 
 from core.models import Membership, Organization, Role
 from core.tenancy import tenant_context
@@ -245,6 +246,28 @@ def _settle_runs(org, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
         while Run.objects.filter(status=RunStatus.RUNNING).exists() and time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+@pytest.fixture(scope="package", autouse=True)
+def flush_retried_on_deadlock():
+    """Emptying the database after a test (TRUNCATE on PostgreSQL) can still meet a queue worker finishing
+    the test's last task: a run cancelled while queued is not running, yet its worker may be about to
+    take its lock to claim it. PostgreSQL then aborts one of the two; when that is the TRUNCATE, the
+    flush is tried again (the worker's claim finds the run cancelled and lets go)."""
+    original = TransactionTestCase._fixture_teardown
+
+    def teardown(self) -> None:
+        for attempt in range(5):
+            try:
+                return original(self)
+            except CommandError as error:
+                if attempt == 4 or "deadlock detected" not in str(error.__cause__):
+                    raise
+                time.sleep(0.2)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TransactionTestCase, "_fixture_teardown", teardown)
+        yield
 
 
 def with_real_password(user, password: str) -> None:
