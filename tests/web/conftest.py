@@ -31,6 +31,7 @@ from sessions_app.services.runs import run_cancel
 from tests.conftest import make_user
 from tests.e2e.conftest import running_stack
 from tests.support.llm_server import LLMServer
+from tests.support.runtime import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "test-results"
@@ -253,7 +254,8 @@ def flush_retried_on_deadlock():
     """Emptying the database after a test (TRUNCATE on PostgreSQL) can still meet a queue worker finishing
     the test's last task: a run cancelled while queued is not running, yet its worker may be about to
     take its lock to claim it. PostgreSQL then aborts one of the two; when that is the TRUNCATE, the
-    flush is tried again (the worker's claim finds the run cancelled and lets go)."""
+    flush is tried again once the servers' connections are idle (the worker's claim finds the run
+    cancelled and lets go)."""
     original = TransactionTestCase._fixture_teardown
 
     def teardown(self) -> None:
@@ -263,11 +265,23 @@ def flush_retried_on_deadlock():
             except CommandError as error:
                 if attempt == 4 or "deadlock detected" not in str(error.__cause__):
                     raise
-                time.sleep(0.2)
+                wait_until(_other_connections_idle, what="the servers' transactions to end")
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(TransactionTestCase, "_fixture_teardown", teardown)
         yield
+
+
+def _other_connections_idle() -> bool:
+    """No other connection to the test database is running a statement or holding a transaction open."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND state <> 'idle'"
+        )
+        return cursor.fetchone()[0] == 0
 
 
 def with_real_password(user, password: str) -> None:
