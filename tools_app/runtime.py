@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sessions_app.models import Message, Run, Session
 from sessions_app.runtime.providers import ToolCallRequest
-from sessions_app.services.runs import run_cancel_requested, run_heartbeat
 from tools_app.models import ToolCall, ToolCallStatus
 from tools_app.policies import tools_for_run
 from tools_app.services.tool_calls import tool_call_create
@@ -16,8 +17,11 @@ def tool_specs(session: Session, agent) -> list[dict]:
     return [spec.openai_spec() for spec, _policy in tools_for_run(session, agent).values()]
 
 
-def tool_calls_process(run: Run, message: Message, calls: list[ToolCallRequest]) -> str:
-    """Record the calls the model asked for in ``message``, then answer what can be answered now."""
+def tool_calls_process(
+    run: Run, message: Message, calls: list[ToolCallRequest], cancelled: Callable[[], bool] | None = None
+) -> str:
+    """Record the calls the model asked for in ``message``, then answer what can be answered now
+    (``cancelled``: as for :func:`tool_calls_resume`)."""
     offered = tools_for_run(run.session, run.session.agent)
     for request in calls:
         spec_policy = offered.get(request.name)
@@ -30,14 +34,16 @@ def tool_calls_process(run: Run, message: Message, calls: list[ToolCallRequest])
             message=message,
             call_id=request.id,
         )
-    return tool_calls_resume(run)
+    return tool_calls_resume(run, cancelled)
 
 
-def tool_calls_resume(run: Run) -> str:
+def tool_calls_resume(run: Run, cancelled: Callable[[], bool] | None = None) -> str:
     """Execute approved calls and answer every decided call of the run that has no answer yet.
 
     ``requires_action`` while any call still waits for a person; ``cancelled`` if the run was cancelled
-    while a tool ran (the worker stopped waiting for it); ``continue`` otherwise.
+    while a tool ran (the worker stopped waiting for it); ``continue`` otherwise. ``cancelled()`` is
+    called while a tool runs (the worker's :class:`~sessions_app.services.runs.RunWatch`, which also
+    renews the run's lease).
     """
     calls = list(ToolCall.objects.filter(run=run).select_related("session").order_by("created_at"))
     if any(c.status == ToolCallStatus.PENDING for c in calls):
@@ -48,9 +54,7 @@ def tool_calls_resume(run: Run) -> str:
             continue
         if call.status == ToolCallStatus.APPROVED:
             try:
-                call = tool_call_execute(
-                    call, heartbeat=lambda: run_heartbeat(run), cancelled=lambda: run_cancel_requested(run)
-                )
+                call = tool_call_execute(call, cancelled=cancelled)
             except ToolAbandoned:
                 return "cancelled"
         tool_call_answer(call)

@@ -43,7 +43,7 @@ from sessions_app.services.messages import message_append, message_snapshot
 
 logger = logging.getLogger(__name__)
 
-CHECK_INTERVAL = 0.25  # seconds between cancel checks (and lease renewals) while streaming
+CHECK_INTERVAL = runs.CANCEL_CHECK_SECONDS  # seconds between cancel checks while streaming
 # A stream spends at most about this share of its time writing chunks: when a flush gets slow (a busy
 # database or CPU), the next one waits longer and carries more text, so load sheds instead of piling up.
 FLUSH_BUDGET = 0.1
@@ -221,6 +221,7 @@ class RunExecutor:
         self.first_call = first_call
         self.prompt_tokens = run.prompt_tokens
         self.completion_tokens = run.completion_tokens
+        self.watch = runs.RunWatch(run)  # renews the lease and looks for a cancel, streaming or in a tool
 
     def execute(self) -> None:
         from tools_app.runtime import tool_calls_process, tool_calls_resume
@@ -228,7 +229,7 @@ class RunExecutor:
         model = self.run.model or resolve_model(self.session, self.conf, self.run.options.get("model"))
 
         # A reply opened by the claim means the run's first claim: none of its tool calls exist yet.
-        if self.open_message is None and self._tools_done(tool_calls_resume(self.run)):
+        if self.open_message is None and self._tools_done(tool_calls_resume(self.run, self.watch.cancelled)):
             return
         for turn in range(settings.RUN_MAX_TOOL_ROUNDS):
             # The claim just found the run queued, not cancelled; a later cancel is seen by the stream.
@@ -246,7 +247,10 @@ class RunExecutor:
                 self._save_usage()
                 return
             if result.tool_calls:
-                if self._tools_done(tool_calls_process(self.run, result.message, result.tool_calls)):
+                outcome = tool_calls_process(
+                    self.run, result.message, result.tool_calls, self.watch.cancelled
+                )
+                if self._tools_done(outcome):
                     self._save_usage()
                     return
                 continue
@@ -296,11 +300,8 @@ class RunExecutor:
         result = StreamResult(message=message)
         base_interval = flush_interval = settings.STREAM_FLUSH_MS / 1000
         flush_cost = 0.0  # seconds a flush takes, smoothed
-        # The lease is renewed a few times per lease period (a write); cancel is checked every
-        # CHECK_INTERVAL (a read).
-        renew_interval = settings.RUN_LEASE_SECONDS / 4
         pending: list[str] = []
-        last_flush = last_check = last_renew = time.monotonic()
+        last_flush = last_check = time.monotonic()
         first_chunk = True
         chunks = 0
         try:
@@ -340,12 +341,7 @@ class RunExecutor:
                     last_flush = now
                 if now - last_check >= CHECK_INTERVAL:
                     last_check = now
-                    if now - last_renew >= renew_interval:
-                        last_renew = now
-                        cancelled = runs.run_heartbeat(self.run)
-                    else:
-                        cancelled = runs.run_cancel_requested(self.run)
-                    if cancelled:
+                    if self.watch.cancelled():
                         stream.close()
                         result.cancelled = True
                         break

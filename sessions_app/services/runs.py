@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -248,6 +249,25 @@ def run_heartbeat(run: Run) -> bool:
 
 def run_cancel_requested(run: Run) -> bool:
     return Run.objects.filter(pk=run.pk).exclude(cancel_requested_at=None).exists()
+
+
+CANCEL_CHECK_SECONDS = 0.25  # how often a worker holding a run looks for a cancel
+
+
+class RunWatch:
+    """Kept by the worker holding a run, from its claim until it lets go; :meth:`cancelled` is called
+    every ``CANCEL_CHECK_SECONDS`` while the reply streams or a tool runs. It renews the lease a few times
+    per lease period (a write) and otherwise only reads; true once a cancel was requested."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.renewed = time.monotonic()  # the claim has just taken the lease
+
+    def cancelled(self) -> bool:
+        if time.monotonic() - self.renewed >= settings.RUN_LEASE_SECONDS / 4:
+            self.renewed = time.monotonic()
+            return run_heartbeat(self.run)
+        return run_cancel_requested(self.run)
 
 
 def _finish(run: Run, status: str, event_type: str, **fields: Any) -> Run:

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -21,13 +20,12 @@ from core.errors import ErrorCode, SwitchboardError
 from core.metrics import metrics
 from sessions_app.models import Message, MessageRole
 from sessions_app.services.messages import message_append
+from sessions_app.services.runs import CANCEL_CHECK_SECONDS
 from tools_app.models import ToolCall, ToolCallStatus
 from tools_app.registry import ToolContext, ToolSpec, get_tool
 from tools_app.services.tool_calls import _fail, _publish, arguments_hash
 
 logger = logging.getLogger(__name__)
-
-CANCEL_CHECK_SECONDS = 0.25  # while a run's tool runs, how often the worker looks for a cancel
 
 
 class ToolAbandoned(Exception):
@@ -42,13 +40,13 @@ class ToolAbandoned(Exception):
 def tool_call_execute(
     call: ToolCall,
     user=None,
-    heartbeat: Callable[[], Any] | None = None,
     cancelled: Callable[[], bool] | None = None,
 ) -> ToolCall:
     """Run an approved call's handler once, with its timeout. Marks the start first (row lock): a call
-    found started but unfinished (its worker died) is failed, never run a second time. ``heartbeat`` is
-    called every few seconds while the handler runs (the run executor renews its lease with it);
-    ``cancelled`` every ``CANCEL_CHECK_SECONDS``: once it is true, :class:`ToolAbandoned` is raised."""
+    found started but unfinished (its worker died) is failed, never run a second time. ``cancelled`` is
+    called every ``CANCEL_CHECK_SECONDS`` while the handler runs (the run executor's watch: it renews the
+    run's lease, which a tool may outlast, and looks for a cancel); once it is true,
+    :class:`ToolAbandoned` is raised."""
     with transaction.atomic():
         call = ToolCall.objects.select_for_update(of=("self",)).select_related("session").get(pk=call.pk)
         if call.status != ToolCallStatus.APPROVED:
@@ -76,7 +74,7 @@ def tool_call_execute(
     started = time.monotonic()
     try:
         context = ToolContext(call.session.organization, call.session, call, user)
-        result = _run_with_timeout(spec, context, call.arguments, heartbeat, cancelled)
+        result = _run_with_timeout(spec, context, call.arguments, cancelled)
     except SwitchboardError as error:
         with transaction.atomic():
             _fail(call, error)
@@ -94,7 +92,6 @@ def _run_with_timeout(
     spec: ToolSpec,
     ctx: ToolContext,
     arguments: dict[str, Any],
-    heartbeat: Callable[[], Any] | None = None,
     cancelled: Callable[[], bool] | None = None,
 ) -> Any:
     from tools_app.builtin.tools import ToolFailed
@@ -120,22 +117,12 @@ def _run_with_timeout(
 
     thread = threading.Thread(target=scoped, daemon=True, name=f"tool-{spec.name}")
     thread.start()
-    # Wake up now and then to renew the run's lease (a tool may run longer than the lease, and a lapsed
-    # lease would let the reaper hand the run to a second worker while this one still executes), and
-    # more often to notice a cancel of the run.
-    interval = max(0.05, settings.RUN_LEASE_SECONDS / 3)
-    wake = min(interval, CANCEL_CHECK_SECONDS) if cancelled is not None else interval
-    now = time.monotonic()
-    deadline, next_beat = now + spec.timeout, now + interval
+    deadline = time.monotonic() + spec.timeout
+    wake = CANCEL_CHECK_SECONDS if cancelled is not None else spec.timeout
     while thread.is_alive() and (remaining := deadline - time.monotonic()) > 0:
         thread.join(min(remaining, wake))
-        if not thread.is_alive():
-            break
-        if cancelled is not None and cancelled():
+        if thread.is_alive() and cancelled is not None and cancelled():
             raise ToolAbandoned(spec.name)
-        if heartbeat is not None and time.monotonic() >= next_beat:
-            next_beat = time.monotonic() + interval
-            heartbeat()
     if thread.is_alive():
         raise SwitchboardError(
             ErrorCode.TOOL_TIMEOUT, f"{spec.name} did not finish within {spec.timeout:g} s."
