@@ -11,7 +11,9 @@ The JSONL format, version 1 — one JSON object per line, each with a ``type``:
                 stored file was missing, and then the attachment is not imported)
 ``tool_call``   a tool call (arguments, status, decision, result)
 ``event``       an event of the session's log (``seq``, ``event`` = its type, ``data``)
-``checkpoint``  a checkpoint (``seq``, ``message_seq``, ``reason``, ``state``)
+``checkpoint``  a checkpoint (``seq``, ``message_seq``, ``reason``, ``state``); a ``state`` with
+                ``by_reference`` true holds config and tags only: its messages, tool calls and
+                attachments are the session's own up to ``message_seq``
 
 Rows refer to each other by the ids of the exporting organization; an import regenerates them. Users
 are named by username.

@@ -3,10 +3,13 @@ serializer, so this module must not import the sessions app's API (that would be
 
 from __future__ import annotations
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core.api.fields import TenantRelatedField
 from history_app.models import Bookmark, Export, ExportStatus
+from history_app.services.checkpoints import checkpoint_state
 from sessions_app.models import Attachment, Checkpoint, Message, MessageRole, Session
 
 
@@ -93,13 +96,23 @@ class CheckpointSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_message_count(self, obj: Checkpoint) -> int:
-        return len((obj.state or {}).get("messages", []))
+        state = obj.state or {}
+        # A checkpoint by reference holds the session's messages up to its message_seq (numbered from 1).
+        return obj.message_seq if state.get("by_reference") else len(state.get("messages", []))
 
 
 class CheckpointDetailSerializer(CheckpointSerializer):
+    state = serializers.SerializerMethodField(
+        help_text="Messages, tool calls, config and tags at this point."
+    )
+
     class Meta(CheckpointSerializer.Meta):
         fields = [*CheckpointSerializer.Meta.fields, "state"]
         read_only_fields = fields
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_state(self, obj: Checkpoint) -> dict:
+        return checkpoint_state(obj)
 
 
 class CheckpointCreateSerializer(serializers.Serializer):

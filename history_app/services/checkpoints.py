@@ -53,6 +53,19 @@ def capture_state(session: Session, up_to_message_seq: int | None = None) -> dic
     """The session's messages (up to ``up_to_message_seq``), their tool calls and attachments, config
     and tags, as a JSON-able dict. Reads only; callers hold the session's row lock when they need the
     messages and ``last_event_seq`` to agree."""
+    return {**_settings_state(session), **_history_state(session, up_to_message_seq)}
+
+
+def _settings_state(session: Session) -> dict[str, Any]:
+    return {
+        "version": STATE_VERSION,
+        "config": session.config,
+        "tags": sorted(session.tags.values_list("name", flat=True)),
+    }
+
+
+def _history_state(session: Session, up_to_message_seq: int | None) -> dict[str, Any]:
+    """The messages up to ``up_to_message_seq`` (all if None) with their tool calls and attachments."""
     messages = Message.objects.filter(session=session).order_by("seq")
     if up_to_message_seq is not None:
         messages = messages.filter(seq__lte=up_to_message_seq)
@@ -75,9 +88,6 @@ def capture_state(session: Session, up_to_message_seq: int | None = None) -> dic
             }
         )
     return {
-        "version": STATE_VERSION,
-        "config": session.config,
-        "tags": sorted(session.tags.values_list("name", flat=True)),
         "tool_calls": [
             {
                 "ref": str(call.pk),
@@ -105,6 +115,33 @@ def capture_state(session: Session, up_to_message_seq: int | None = None) -> dic
     }
 
 
+def _history_settled(session: Session) -> bool:
+    """True when nothing in the session's history can change any more: no message is streaming and no
+    tool call waits for a decision or runs. Finished messages and decided calls are never rewritten
+    (a fork makes a new session), so the history up to the current message ``seq`` then stays as it is."""
+    return not (
+        Message.objects.filter(session=session, status=MessageStatus.STREAMING).exists()
+        or ToolCall.objects.filter(session=session, status__in=UNDECIDED).exists()
+    )
+
+
+def checkpoint_state(checkpoint: Checkpoint) -> dict[str, Any]:
+    """A checkpoint's full state: what :func:`capture_state` returns. A checkpoint stored by reference
+    (``by_reference``) keeps its config and tags, and reads its messages, tool calls and attachments from
+    the session (those up to its ``message_seq``), which has not changed them since. Needs the tenant
+    context."""
+    state = checkpoint.state or {}
+    if not state.get("by_reference"):
+        return state
+    history = _history_state(checkpoint.session, checkpoint.message_seq)
+    return {
+        "version": state.get("version", STATE_VERSION),
+        "config": state.get("config") or {},
+        "tags": state.get("tags") or [],
+        **history,
+    }
+
+
 def checkpoint_create(
     session: Session, reason: str = Checkpoint.Reason.MANUAL, name: str = "", created_by=None
 ) -> Checkpoint:
@@ -112,18 +149,26 @@ def checkpoint_create(
 
     Takes the session's row lock so no message or event slips in between reading the counter and the
     messages. Changes nothing on the session. The runtime calls it with ``reason="auto"`` after each
-    completed run.
+    completed run. A settled history (the usual case, and always after a run) is stored by reference: the
+    config and tags, and the message ``seq`` it reaches; :func:`checkpoint_state` reads the rest back.
     """
     if reason not in Checkpoint.Reason.values:
         raise SwitchboardError(ErrorCode.VALIDATION_ERROR, "Unknown checkpoint reason.", {"reason": [reason]})
     with transaction.atomic():
         locked = Session.objects.select_for_update().get(pk=session.pk)
-        state = capture_state(locked)
+        if _history_settled(locked):
+            # By reference: the messages stay in the session, unchanged (a full copy per run grew the
+            # stored history with the square of a session's length, and its cost with each run).
+            state = {**_settings_state(locked), "by_reference": True}
+            message_seq = locked.last_message_seq
+        else:  # a message streams or a call is undecided: they may still change, so keep a copy
+            state = capture_state(locked)
+            message_seq = max((m["seq"] for m in state["messages"]), default=0)
         return Checkpoint.objects.create(
             organization_id=locked.organization_id,
             session=locked,
             seq=locked.last_event_seq,
-            message_seq=max((m["seq"] for m in state["messages"]), default=0),
+            message_seq=message_seq,
             reason=reason,
             name=name[:200],
             state=state,
@@ -164,7 +209,7 @@ def session_fork(
         if checkpoint is not None:
             if checkpoint.session_id != locked.pk:
                 raise not_found(ErrorCode.NOT_FOUND, "Checkpoint")
-            state, at_seq = checkpoint.state, checkpoint.seq
+            state, at_seq = checkpoint_state(checkpoint), checkpoint.seq
         else:
             if message.session_id != locked.pk:
                 raise not_found(ErrorCode.MESSAGE_NOT_FOUND, "Message")

@@ -8,7 +8,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from core.errors import SwitchboardError
 from core.tenancy import tenant_context
 from history_app.services.attachments import attachments_add
-from history_app.services.checkpoints import checkpoint_create, session_fork
+from history_app.services.checkpoints import checkpoint_create, checkpoint_state, session_fork
 from sessions_app.models import Attachment, Checkpoint, Message, Session, SessionEvent, Tag
 from sessions_app.services.lifecycle import session_update
 from tests.history_app.builders import add_message, add_tool_call, new_session
@@ -52,7 +52,8 @@ def test_checkpoint_captures_messages_config_and_tags_at_the_current_seq(world, 
         s.refresh_from_db()
     assert (cp.seq, cp.message_seq, cp.reason, cp.name) == (s.last_event_seq, 4, "manual", "before more")
     assert cp.created_by == world.a.member and cp.organization_id == world.a.org.pk
-    state = cp.state
+    with tenant_context(world.a.org):
+        state = checkpoint_state(cp)
     assert state["config"] == {"temperature": 0.5} and state["tags"] == ["research"]
     assert [(m["seq"], m["role"], m["content"], m["status"]) for m in state["messages"]] == [
         (1, "user", "What is 6 times 7?", "complete"),
@@ -64,6 +65,56 @@ def test_checkpoint_captures_messages_config_and_tags_at_the_current_seq(world, 
     assert call["message_seq"] == 2 and call["tool_name"] == "calculator" and call["result"] == {"value": 42}
     assert state["messages"][2]["tool_call"] == call["ref"]
     assert state["messages"][0]["attachments"][0]["filename"] == "q.txt"
+
+
+def test_a_settled_history_is_kept_by_reference_and_reads_back_as_it_was(world, history):
+    """Nothing streams and no call is undecided: the checkpoint stores config, tags and the message seq it
+    reaches, not a copy of the history; what comes later does not leak into it."""
+    s = world.a.session
+    with tenant_context(world.a.org):
+        cp = checkpoint_create(s, reason="auto")
+        before = checkpoint_state(cp)
+    assert cp.state == {
+        "version": 1,
+        "config": {"temperature": 0.5},
+        "tags": ["research"],
+        "by_reference": True,
+    }
+    assert cp.message_seq == 4
+    add_message(world.a, "A later question")
+    add_message(world.a, "A later answer", role="assistant", status="streaming")
+    with tenant_context(world.a.org):
+        Tag.objects.create(organization=world.a.org, name="later")
+        session_update(s, config={"temperature": 0.9}, tags=list(Tag.objects.all()))
+        cp.refresh_from_db()
+        after = checkpoint_state(cp)
+    assert after == before
+    assert [m["seq"] for m in after["messages"]] == [1, 2, 3, 4]
+    assert after["config"] == {"temperature": 0.5} and after["tags"] == ["research"]
+
+
+@pytest.mark.parametrize("unsettled", ["streaming message", "undecided call"])
+def test_a_history_that_may_still_change_is_copied(world, history, unsettled):
+    """A message still streaming or a tool call still undecided can change after the checkpoint: the
+    checkpoint keeps them as they were."""
+    if unsettled == "streaming message":
+        open_message = add_message(world.a, "Partial", role="assistant", status="streaming")
+    else:
+        open_message = add_message(world.a, "Let me check.", role="assistant")
+        call = add_tool_call(world.a, message=open_message, status="pending", requires_approval=True)
+    with tenant_context(world.a.org):
+        cp = checkpoint_create(world.a.session)
+        Message.objects.filter(pk=open_message.pk).update(content="Finished", status="complete")
+        if unsettled == "undecided call":
+            ToolCall.objects.filter(pk=call.pk).update(status="completed")
+        state = checkpoint_state(cp)
+    assert "by_reference" not in cp.state and state is cp.state
+    assert (cp.message_seq, state["messages"][-1]["seq"]) == (5, 5)
+    assert state["messages"][-1]["content"] == (
+        "Partial" if unsettled == "streaming message" else "Let me check."
+    )
+    if unsettled == "undecided call":
+        assert [c["status"] for c in state["tool_calls"]] == ["completed", "pending"]
 
 
 def test_auto_checkpoints_and_bad_reasons(world, history):
@@ -84,7 +135,13 @@ def test_checkpoints_api(world, client_for, history):
     listed = c.get(base).json()["results"]
     assert [cp["id"] for cp in listed] == [body["id"]]
     detail = c.get(f"{base}{body['id']}/").json()
-    assert len(detail["state"]["messages"]) == 4
+    assert [m["content"] for m in detail["state"]["messages"]] == [
+        "What is 6 times 7?",
+        "Let me calculate.",
+        "42",
+        "It is 42.",
+    ]
+    assert detail["state"]["config"] == {"temperature": 0.5} and detail["state"]["tool_calls"][0]["ref"]
     assert_error(client_for(world.a.viewer).post(base, {}, format="json"), 403, "PERMISSION_DENIED")
 
 
@@ -105,7 +162,10 @@ def test_fork_from_a_checkpoint(world, client_for, history):
     fork = Session.all_tenants_unsafe.get(pk=body["id"])
     copies = list(Message.all_tenants_unsafe.filter(session=fork).order_by("seq"))
     assert [(m.seq, m.role, m.content) for m in copies] == [
-        (seq, m["role"], m["content"]) for seq, m in zip(range(1, 5), cp.state["messages"], strict=True)
+        (1, "user", "What is 6 times 7?"),
+        (2, "assistant", "Let me calculate."),
+        (3, "tool", "42"),
+        (4, "assistant", "It is 42."),
     ]
     assert fork.last_message_seq == 4 and all(m.pk not in {p for p, _, _ in before} for m in copies)
     (call,) = ToolCall.all_tenants_unsafe.filter(session=fork)

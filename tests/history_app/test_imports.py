@@ -12,7 +12,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from core.tenancy import tenant_context
 from history_app.services import imports
 from history_app.services.attachments import attachments_add
-from history_app.services.checkpoints import checkpoint_create
+from history_app.services.checkpoints import checkpoint_create, checkpoint_state
 from sessions_app.models import Attachment, Checkpoint, Message, Run, Session, SessionEvent, Tag
 from sessions_app.services.lifecycle import session_update
 from tests.history_app.builders import add_message, add_run, add_tool_call, new_session
@@ -115,6 +115,20 @@ def test_round_trip_export_import_export(world, client_for, rich):
     attachment = Attachment.all_tenants_unsafe.get(message__session=copy)
     with attachment.file.open("rb") as handle:
         assert handle.read() == b"a,b\n2,3\n"
+    # The checkpoint (by reference) reads the copy's own history back.
+    with tenant_context(world.a.org):
+        state = checkpoint_state(Checkpoint.objects.get(session=copy))
+    assert [m["content"] for m in state["messages"]] == [
+        "Add 2 and 3, please.",
+        "Calculating.",
+        "5",
+        "It is 5.",
+    ]
+    (call,) = state["tool_calls"]
+    assert call["ref"] == str(ToolCall.all_tenants_unsafe.get(session=copy).pk) and call["result"] == {
+        "value": 5
+    }
+    assert state["messages"][0]["attachments"][0]["filename"] == "n.csv" and state["tags"] == ["keep"]
 
 
 def test_an_import_lands_in_the_importing_organization_only(world, client_for, rich):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from core.tenancy import tenant_context
-from sessions_app.models import Message, MessageStatus, Run, RunStatus, SessionEvent
+from history_app.services.checkpoints import checkpoint_state
+from sessions_app.models import Checkpoint, Message, MessageStatus, Run, RunStatus, SessionEvent
 from sessions_app.runtime.executor import run_execute
 from sessions_app.services.messages import message_post_user
 
@@ -48,6 +49,12 @@ def test_streams_reply_and_records_run(world, llm, use_llm):
     assert request.body["messages"][0] == {"role": "system", "content": "Be brief."}
     assert request.body["messages"][-1] == {"role": "user", "content": "Hello there"}
     assert request.body["model"] == "test-model"
+    # A completed run leaves a checkpoint of the session as it ended, kept by reference.
+    with tenant_context(world.a.org):
+        (checkpoint,) = Checkpoint.objects.filter(session=world.a.session)
+        state = checkpoint_state(checkpoint)
+    assert checkpoint.reason == "auto" and checkpoint.state["by_reference"] is True
+    assert [m["content"] for m in state["messages"]] == ["Hello there", reply.content]
 
 
 def test_stream_is_coalesced(world, llm, use_llm):
