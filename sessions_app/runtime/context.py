@@ -105,8 +105,7 @@ def build_context(
         .annotate(turn=Coalesce(F("run__trigger_message__seq"), F("seq")))
         # Attachments are looked up only for the messages that have some (not one query per message).
         .annotate(has_attachments=Exists(Attachment.objects.filter(message=OuterRef("pk"))))
-        .order_by("-turn", "-seq")
-        .values(*_CONTEXT_FIELDS, "has_attachments")
+        .values(*_CONTEXT_FIELDS, "seq", "turn", "has_attachments")
     )
     if run is not None and run.trigger_message_id is not None:
         candidates = candidates.filter(turn__lte=run.trigger_message.seq)
@@ -116,7 +115,7 @@ def build_context(
     budget = agent.max_context_tokens - (estimate_tokens(prompt) + MESSAGE_OVERHEAD_TOKENS if prompt else 0)
     picked: list[dict[str, Any]] = []
     used = 0
-    for message in candidates[: agent.max_context_messages]:
+    for message in _most_recent_turns(candidates, agent.max_context_messages):
         item = _as_openai(message, agent)
         cost = estimate_tokens(str(item.get("content") or "")) + MESSAGE_OVERHEAD_TOKENS
         if picked and used + cost > budget:
@@ -128,3 +127,22 @@ def build_context(
     while picked and picked[0]["role"] == "tool":
         picked.pop(0)
     return ([{"role": "system", "content": prompt}] if prompt else []) + picked
+
+
+def _most_recent_turns(candidates, limit: int) -> list[dict[str, Any]]:
+    """The ``limit`` newest candidates by turn, then ``seq``, newest first.
+
+    Ordering by turn (a join per message) in the database reads the whole session, so the time before
+    each model request grew with the session's length. The newest ``2 × limit`` messages by ``seq`` come
+    from the session's ``seq`` index instead. A message outside that window has a lower ``seq`` than all
+    of it, so its turn (never above its own ``seq``) is lower too: if ``limit`` messages of the window
+    have a turn at least the window's lowest ``seq``, they are the answer. Otherwise (turns interleaved
+    across a long queue), or for a window shorter than the session, the full ordering decides."""
+    if limit <= 0:
+        return []
+    size = 2 * limit
+    window = list(candidates.order_by("-seq")[:size])
+    if len(window) == size and sum(1 for m in window if m["turn"] >= window[-1]["seq"]) < limit:
+        return list(candidates.order_by("-turn", "-seq")[:limit])
+    window.sort(key=lambda m: (m["turn"], m["seq"]), reverse=True)
+    return window[:limit]

@@ -68,6 +68,36 @@ def test_only_the_most_recent_messages_go_in(world):
     assert [m["content"] for m in messages[1:]] == ["message 6", "message 7", "message 8", "message 9"]
 
 
+def answer(tenant, question: Message, content: str) -> Message:
+    run = Run.objects.create(organization=tenant.org, session=tenant.session, trigger_message=question)
+    return say(tenant, MessageRole.ASSISTANT, content, run=run)
+
+
+def test_a_reply_that_came_after_queued_messages_follows_its_own_question(world):
+    """Questions queued while a run worked: each reply goes back to its question's turn."""
+    with tenant_context(world.a.org):
+        first, second = say(world.a, MessageRole.USER, "q1"), say(world.a, MessageRole.USER, "q2")
+        answer(world.a, first, "a1")
+        answer(world.a, second, "a2")
+        say(world.a, MessageRole.USER, "q3")
+        assert [m["content"] for m in context(world.a)[1:]] == ["q1", "a1", "q2", "a2", "q3"]
+        assert [m["content"] for m in context(world.a, max_context_messages=3)[1:]] == ["q2", "a2", "q3"]
+
+
+def test_the_newest_turns_are_found_in_a_long_session_and_across_a_long_queue(world):
+    with tenant_context(world.a.org):
+        for i in range(40):  # a long session of answered questions
+            answer(world.a, say(world.a, MessageRole.USER, f"q{i}"), f"a{i}")
+        assert [m["content"] for m in context(world.a, max_context_messages=3)[1:]] == ["a38", "q39", "a39"]
+        # Five questions queued, four answered after all of them: the newest messages by number are
+        # replies to older turns, so the newest turns lie further back than the newest messages.
+        queued = [say(world.a, MessageRole.USER, f"w{i}") for i in range(5)]
+        for i, question in enumerate(queued[:4]):
+            answer(world.a, question, f"r{i}")
+        assert [m["content"] for m in context(world.a, max_context_messages=3)[1:]] == ["w3", "r3", "w4"]
+        assert [m["content"] for m in context(world.a, max_context_messages=2)[1:]] == ["r3", "w4"]
+
+
 def test_the_token_budget_is_respected_and_the_newest_message_always_goes_in(world):
     with tenant_context(world.a.org):
         for i in range(6):
