@@ -229,7 +229,15 @@ class Message(TenantOwnedModel):
         constraints = [
             models.UniqueConstraint(fields=["organization", "session", "seq"], name="message_unique_seq")
         ]
-        indexes = [models.Index(fields=["organization", "role", "-created_at"], name="message_org_role")]
+        indexes = [
+            models.Index(fields=["organization", "role", "-created_at"], name="message_org_role"),
+            # Replies being written now: a checkpoint asks whether a session has one (a few rows at most).
+            models.Index(
+                fields=["organization", "session"],
+                condition=models.Q(status="streaming"),
+                name="message_streaming",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.role} #{self.seq}"
