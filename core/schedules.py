@@ -9,6 +9,7 @@ SCHEDULES = [
     ("tools_app.tasks.tool_calls_expire", 1),
     ("tools_app.tasks.exec_sessions_reap", 1),
     ("core.tasks.idempotency_cleanup", 60),
+    ("history_app.tasks.exports_expire", 60),
 ]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from core.tenancy import tenant_context
 from history_app.models import Export
-from history_app.services.exports import export_write
+from history_app.services.exports import export_write, exports_cleanup
 
 
 def export_run(export_id: str) -> str | None:
@@ -14,3 +14,8 @@ def export_run(export_id: str) -> str | None:
         return None
     with tenant_context(export.organization):
         return export_write(export).status
+
+
+def exports_expire() -> int:
+    """Scheduled: delete finished exports past ``EXPORT_RETENTION_HOURS``."""
+    return exports_cleanup()

@@ -6,8 +6,10 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.files import File
 from django.db import transaction
 from django.http import QueryDict
@@ -15,6 +17,7 @@ from django.utils import timezone
 
 from core.errors import ErrorCode, SwitchboardError
 from core.models import Organization
+from core.tenancy import tenant_context
 from history_app.filters import HISTORY_FILTER_PARAMS, FilterRequest, HistoryFilter, query_dict
 from history_app.formats import header_record, jsonl_line, session_records
 from history_app.models import Export, ExportStatus
@@ -123,3 +126,24 @@ def export_write(export: Export) -> Export:
         )
     export.refresh_from_db()
     return export
+
+
+def exports_cleanup() -> int:
+    """Delete finished exports (their files and rows) older than ``EXPORT_RETENTION_HOURS``, in every
+    organization; returns how many. Unfinished ones are left to their task. 0 hours keeps them forever."""
+    hours = settings.EXPORT_RETENTION_HOURS
+    if hours <= 0:
+        return 0
+    cutoff = timezone.now() - timedelta(hours=hours)
+    removed = 0
+    for organization in Organization.objects.all():
+        with tenant_context(organization):
+            finished = Export.objects.filter(
+                status__in=[ExportStatus.COMPLETED, ExportStatus.FAILED], finished_at__lt=cutoff
+            )
+            for export in finished:
+                if export.file:
+                    export.file.delete(save=False)  # a file already gone is not an error
+                export.delete()
+                removed += 1
+    return removed

@@ -155,3 +155,40 @@ def test_viewers_may_not_start_exports(world, client_for, queued):
     assert_error(
         client_for(world.a.viewer).post(world.a.url("exports/"), {}, format="json"), 403, "PERMISSION_DENIED"
     )
+
+
+def test_finished_exports_are_deleted_with_their_files_after_the_retention(
+    world, client_for, sessions, queued, settings
+):
+    from datetime import timedelta
+
+    from django.core.files.storage import default_storage
+    from django.utils import timezone
+
+    from history_app.tasks import exports_expire
+
+    settings.EXPORT_RETENTION_HOURS = 24
+    a_old, a_recent, a_running = (
+        client_for(world.a.member).post(world.a.url("exports/"), {}, format="json").json()["id"]
+        for _ in range(3)
+    )
+    b_old = client_for(world.b.member).post(world.b.url("exports/"), {}, format="json").json()["id"]
+    for export_id in (a_old, a_recent, b_old):
+        assert export_run(export_id) == "completed"
+    old_file = Export.all_tenants_unsafe.get(pk=a_old).file.name
+    assert default_storage.exists(old_file)
+    long_ago = timezone.now() - timedelta(hours=25)
+    Export.all_tenants_unsafe.filter(pk__in=[a_old, b_old]).update(finished_at=long_ago)
+    Export.all_tenants_unsafe.filter(pk=b_old).update(status="failed")
+    Export.all_tenants_unsafe.filter(pk=a_running).update(status="running", started_at=long_ago)
+
+    settings.EXPORT_RETENTION_HOURS = 0  # kept forever
+    assert exports_expire() == 0
+    settings.EXPORT_RETENTION_HOURS = 24
+    assert exports_expire() == 2
+    assert sorted(str(pk) for pk in Export.all_tenants_unsafe.values_list("pk", flat=True)) == sorted(
+        [a_recent, a_running]
+    )
+    assert not default_storage.exists(old_file)
+    assert default_storage.exists(Export.all_tenants_unsafe.get(pk=a_recent).file.name)
+    assert_error(client_for(world.a.member).get(world.a.url(f"exports/{a_old}/")), 404, "NOT_FOUND")
