@@ -223,6 +223,24 @@ def test_reaper_stops_expired_and_idle_sessions(world):
     assert _row(world.a, fresh.pk).status == "running" and session_pids(str(fresh.pk))
 
 
+def test_reaper_stops_the_contexts_of_an_ended_chat_session(world):
+    from sessions_app.services.lifecycle import session_end
+
+    bound = exec_session_for_chat(world.a.session, "python")
+    other_chat = exec_session_for_chat(world.b.session, "python")  # another organization's, still open
+    standalone = exec_session_start(organization=world.a.org, mode="shell")
+    pids = session_pids(str(bound.pk))
+    assert exec_sessions_reap()["stopped"] == []
+    with tenant_context(world.a.org):
+        session_end(world.a.session)
+    assert exec_sessions_reap()["stopped"] == [str(bound.pk)]
+    assert _row(world.a, bound.pk).stop_reason == "session_ended"
+    assert procutil.wait_gone(pids, 5) == [] and session_pids(str(bound.pk)) == []
+    assert (
+        _row(world.b, other_chat.pk).status == "running" and _row(world.a, standalone.pk).status == "running"
+    )
+
+
 def test_host_stops_itself_when_idle(world):
     row = exec_session_start(organization=world.a.org, mode="python", idle_timeout_seconds=1)
     wait_until(lambda: not host_process_alive(row.pid, str(row.pk)), what="the idle host to exit")

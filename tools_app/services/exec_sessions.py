@@ -32,6 +32,7 @@ from django.utils import timezone
 from core.errors import ErrorCode, SwitchboardError, not_found
 from core.models import Organization
 from core.tenancy import tenant_context
+from sessions_app.models import SessionStatus
 from tools_app.execution import DRIVERS, SandboxError, SandboxUnavailable
 from tools_app.execution.host import read_exit_file
 from tools_app.execution.host_client import (
@@ -327,16 +328,17 @@ def _finish(exec_session: ExecSession, status: str, reason: str) -> ExecSession:
 
 # --- the reaper ------------------------------------------------------------------------------------------
 def exec_sessions_reap() -> dict[str, list[str]]:
-    """Scheduled on every machine: stop its sessions past their TTL or idle timeout (all of them when
-    execution sessions are disabled), mark those whose host process is gone, and kill sandbox processes
-    of this deployment that belong to no running session (leftovers of a crash or a restart).
+    """Scheduled on every machine: stop its sessions past their TTL or idle timeout, or whose chat session
+    has ended (all of them when execution sessions are disabled), mark those whose host process is gone,
+    and kill sandbox processes of this deployment that belong to no running session (leftovers of a crash
+    or a restart).
 
     Returns the ids acted on: ``{"stopped", "failed", "orphans"}`` (orphans: process ids).
     """
     summary: dict[str, list[str]] = {"stopped": [], "failed": [], "orphans": []}
     now = timezone.now()
     rows = ExecSession.all_tenants_unsafe.filter(status=RUNNING, host=this_host()).select_related(
-        "organization"
+        "organization", "session"
     )
     for row in rows:
         try:
@@ -356,6 +358,8 @@ def _reap_one(row: ExecSession, now: datetime) -> ExecSession | None:
     last_used = row.last_used_at or row.started_at
     if not settings.ENABLE_EXEC_SESSIONS:
         return exec_session_stop(row, reason="disabled")
+    if row.session is not None and row.session.status == SessionStatus.ENDED:
+        return exec_session_stop(row, reason="session_ended")  # its tools cannot be called any more
     if row.started_at + timedelta(seconds=row.ttl_seconds) <= now:
         return exec_session_stop(row, reason="ttl")
     if last_used + timedelta(seconds=row.idle_timeout_seconds) <= now:
