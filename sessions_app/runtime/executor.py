@@ -404,13 +404,14 @@ class RunExecutor:
             )
             message.content, message.status, message.metadata = result.text, status, metadata
             message.prompt_tokens, message.completion_tokens = result.prompt_tokens, result.completion_tokens
-            event_publish(
+            ended = {"message": str(message.pk), "reason": reason, "chunks": chunks}
+            events_publish(
                 self.session,
-                "stream.ended",
-                {"message": str(message.pk), "reason": reason, "chunks": chunks},
-                run=self.run,
+                [
+                    Pending("stream.ended", ended, self.run),
+                    Pending("message.updated", message_snapshot(message), self.run),
+                ],
             )
-            event_publish(self.session, "message.updated", message_snapshot(message), run=self.run)
         self.open_message = None
 
 

@@ -72,13 +72,6 @@ def runtime_state_change(session: Session, state: str, *, run: Run | None = None
     return [Pending("session.updated", {"runtime_state": state, "changed": ["runtime_state"]}, run)]
 
 
-def session_set_runtime_state(session: Session, state: str, *, run: Run | None = None) -> None:
-    """Record what the agent is doing now; writes ``session.updated`` only when it changes."""
-    events = runtime_state_change(session, state, run=run)
-    if events:
-        events_publish(session, events)
-
-
 # --- creating and dispatching ------------------------------------------------------------------------
 
 
@@ -270,7 +263,13 @@ class RunWatch:
         return run_cancel_requested(self.run)
 
 
-def _finish(run: Run, status: str, event_type: str, **fields: Any) -> Run:
+def _locked(run: Run) -> Run:
+    """The run read again under its row lock, with its session (terminal transitions publish on it)."""
+    return Run.objects.select_related("session").select_for_update(of=("self",)).get(pk=run.pk)
+
+
+def _finish(run: Run, status: str, event_type: str, **fields: Any) -> list[Pending]:
+    """Record a terminal status; returns its event for the caller to publish with the rest of the step."""
     run.status = status
     run.finished_at = timezone.now()
     run.lease_expires_at = None
@@ -279,25 +278,24 @@ def _finish(run: Run, status: str, event_type: str, **fields: Any) -> Run:
     for name, value in fields.items():
         setattr(run, name, value)
     run.save()
-    event_publish(run.session, event_type, run_snapshot(run), run=run)
     # Counted here, where every terminal transition passes (worker, reaper, cancel without a worker).
     transaction.on_commit(lambda: metrics.run_finished(status, run.error_code or ""))
-    return run
+    return [Pending(event_type, run_snapshot(run), run)]
 
 
 def run_complete(run: Run, *, prompt_tokens: int, completion_tokens: int) -> Run:
     """running → completed; the session goes idle and its next queued run (if any) is dispatched."""
     with transaction.atomic():
-        run = Run.objects.select_for_update().get(pk=run.pk)
-        _finish(
+        run = _locked(run)
+        events = _finish(
             run,
             RunStatus.COMPLETED,
             "run.completed",
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
         )
-        event_publish(run.session, "worker.completed", {"worker": run.worker}, run=run)
-        _after_terminal(run, RuntimeState.IDLE)
+        events.append(Pending("worker.completed", {"worker": run.worker}, run))
+        events_publish(run.session, events + _after_terminal(run, RuntimeState.IDLE))
     _checkpoint_after(run)
     return run
 
@@ -305,30 +303,31 @@ def run_complete(run: Run, *, prompt_tokens: int, completion_tokens: int) -> Run
 def run_fail(run: Run, error: SwitchboardError, *, message: Message | None = None) -> Run:
     """→ failed with a catalogue code; ``error.occurred`` is written and the session is left usable."""
     with transaction.atomic():
-        run = Run.objects.select_for_update().get(pk=run.pk)
+        run = _locked(run)
         if run.status in RUN_TERMINAL_STATUSES:
             return run
-        if message is not None:
-            _message_close(message, MessageStatus.FAILED, run)
-        _finish(run, RunStatus.FAILED, "run.failed", error_code=error.code.value, error_message=error.message)
-        event_publish(run.session, "error.occurred", error.as_dict()["error"], run=run)
-        _after_terminal(run, RuntimeState.ERROR)
+        events = _message_close(message, MessageStatus.FAILED, run) if message is not None else []
+        events += _finish(
+            run, RunStatus.FAILED, "run.failed", error_code=error.code.value, error_message=error.message
+        )
+        events.append(Pending("error.occurred", error.as_dict()["error"], run))
+        events_publish(run.session, events + _after_terminal(run, RuntimeState.ERROR))
     return run
 
 
 def run_finish_cancelled(run: Run, *, message: Message | None = None) -> Run:
     """Record a cancel: the partial reply is kept with status ``cancelled``. Idempotent."""
     with transaction.atomic():
-        run = Run.objects.select_for_update().get(pk=run.pk)
+        run = _locked(run)
         if run.status in RUN_TERMINAL_STATUSES:
             return run
         if message is None:
             message = Message.objects.filter(run=run, status=MessageStatus.STREAMING).first()
-        if message is not None:
-            _message_close(message, MessageStatus.CANCELLED, run)
+        if message is not None:  # before the calls' events, which the next model call would follow
+            events_publish(run.session, _message_close(message, MessageStatus.CANCELLED, run))
         _answer_open_tool_calls(run)
-        _finish(run, RunStatus.CANCELLED, "run.cancelled")
-        _after_terminal(run, RuntimeState.IDLE)
+        events = _finish(run, RunStatus.CANCELLED, "run.cancelled")
+        events_publish(run.session, events + _after_terminal(run, RuntimeState.IDLE))
     return run
 
 
@@ -339,7 +338,7 @@ def run_cancel(run: Run) -> Run:
     flagged, and its worker stops within a second (or the reaper finishes it if the worker is gone).
     """
     with transaction.atomic():
-        run = Run.objects.select_for_update().get(pk=run.pk)
+        run = _locked(run)
         if run.status in RUN_TERMINAL_STATUSES:
             return run
         if run.cancel_requested_at is None:
@@ -361,7 +360,7 @@ def run_require_action(run: Run) -> Run:
     from tools_app.models import ToolCall, ToolCallStatus
 
     with transaction.atomic():
-        run = Run.objects.select_for_update().get(pk=run.pk)
+        run = _locked(run)
         waiting = ToolCall.objects.filter(run=run, status=ToolCallStatus.PENDING).exists()
         run.status = RunStatus.REQUIRES_ACTION if waiting else RunStatus.QUEUED
         run.lease_expires_at = None
@@ -369,42 +368,50 @@ def run_require_action(run: Run) -> Run:
         run.save(update_fields=["status", "lease_expires_at", "attempts"])
         released = {"worker": run.worker, "released": True}
         if waiting:
-            event_publish(run.session, "run.requires_action", run_snapshot(run), run=run)
-            event_publish(run.session, "worker.completed", released, run=run)
-            session_set_runtime_state(run.session, RuntimeState.AWAITING_APPROVAL, run=run)
+            events = [
+                Pending("run.requires_action", run_snapshot(run), run),
+                Pending("worker.completed", released, run),
+                *runtime_state_change(run.session, RuntimeState.AWAITING_APPROVAL, run=run),
+            ]
         else:
-            event_publish(run.session, "worker.completed", released, run=run)
-            event_publish(run.session, "run.queued", run_snapshot(run), run=run)
+            events = [
+                Pending("worker.completed", released, run),
+                Pending("run.queued", run_snapshot(run), run),
+            ]
             run_dispatch(run)
+        events_publish(run.session, events)
     return run
 
 
 def run_requeue(run: Run) -> Run:
     """requires_action → queued, after the last pending decision; dispatched at commit."""
     with transaction.atomic():
-        run = Run.objects.select_for_update().get(pk=run.pk)
+        run = _locked(run)
         if run.status != RunStatus.REQUIRES_ACTION:
             return run
         run.status = RunStatus.QUEUED
         run.save(update_fields=["status"])
-        event_publish(run.session, "run.queued", run_snapshot(run), run=run)
-        session_set_runtime_state(run.session, RuntimeState.PROCESSING, run=run)
+        events = [Pending("run.queued", run_snapshot(run), run)]
+        events_publish(
+            run.session, events + runtime_state_change(run.session, RuntimeState.PROCESSING, run=run)
+        )
         run_dispatch(run)
     return run
 
 
-def _message_close(message: Message, status: str, run: Run) -> None:
+def _message_close(message: Message, status: str, run: Run) -> list[Pending]:
     from sessions_app.services.messages import message_snapshot
 
     Message.objects.filter(pk=message.pk).update(status=status)
     message.status = status
-    event_publish(run.session, "message.updated", message_snapshot(message), run=run)
+    return [Pending("message.updated", message_snapshot(message), run)]
 
 
-def _after_terminal(run: Run, state: str) -> None:
+def _after_terminal(run: Run, state: str) -> list[Pending]:
+    """Dispatch the session's next queued run, if any; the runtime state's event to publish."""
     session = run.session
     head = run_dispatch_next(session)
-    session_set_runtime_state(session, RuntimeState.PROCESSING if head else state, run=run)
+    return runtime_state_change(session, RuntimeState.PROCESSING if head else state, run=run)
 
 
 def _answer_open_tool_calls(run: Run) -> None:
@@ -487,7 +494,7 @@ def runs_reap() -> int:
 
 def _reap_one(run: Run) -> None:
     with transaction.atomic():
-        run = Run.objects.select_for_update().get(pk=run.pk)
+        run = _locked(run)
         if (
             run.status != RunStatus.RUNNING
             or run.lease_expires_at is None
