@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 from playwright.sync_api import expect
 
@@ -120,5 +121,10 @@ def test_attachments_are_uploaded_with_a_message_and_shown_with_their_analysis(
     expect(attachment.locator(".attachment-name")).to_contain_text("notes.md")
     expect(attachment.locator(".attachment-summary")).not_to_be_empty()
     expect(page.locator(FINISHED_ASSISTANT)).to_have_text("I read your notes.")
+    # The file downloads from the page, as it was sent.
+    with page.expect_download() as download:
+        attachment.get_by_role("link", name="notes.md").click()
+    assert download.value.suggested_filename == "notes.md"
+    assert Path(download.value.path()).read_text() == notes.read_text()
     # The model got the file's text with the message.
     assert "apples" in json.dumps(llm.chat_requests[-1].messages)
