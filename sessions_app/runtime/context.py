@@ -136,8 +136,8 @@ def _most_recent_turns(candidates, limit: int) -> list[dict[str, Any]]:
     each model request grew with the session's length. The newest ``2 × limit`` messages by ``seq`` come
     from the session's ``seq`` index instead. A message outside that window has a lower ``seq`` than all
     of it, so its turn (never above its own ``seq``) is lower too: if ``limit`` messages of the window
-    have a turn at least the window's lowest ``seq``, they are the answer. Otherwise (turns interleaved
-    across a long queue), or for a window shorter than the session, the full ordering decides."""
+    have a turn at least the window's lowest ``seq``, they are the answer (a window of fewer rows is the
+    whole session). Otherwise (replies landing far behind a long queue) the full ordering decides."""
     if limit <= 0:
         return []
     size = 2 * limit
