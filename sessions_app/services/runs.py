@@ -323,7 +323,7 @@ def run_finish_cancelled(run: Run, *, message: Message | None = None) -> Run:
             return run
         if message is None:
             message = Message.objects.filter(run=run, status=MessageStatus.STREAMING).first()
-        if message is not None:  # before the calls' events, which the next model call would follow
+        if message is not None:  # its event first; the calls settled below publish theirs after it
             events_publish(run.session, _message_close(message, MessageStatus.CANCELLED, run))
         _answer_open_tool_calls(run)
         events = _finish(run, RunStatus.CANCELLED, "run.cancelled")
