@@ -154,9 +154,9 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
-def attachment_context_text(message: Message | Any, budget_tokens: int) -> str:
-    """The attachments' extracted text for the model's context, at most ``budget_tokens`` (chars / 4).
-    ``message``: the message or its id.
+def attachment_context_text(message_id: Any, budget_tokens: int) -> str:
+    """The attachments' extracted text of message ``message_id`` for the model's context, at most
+    ``budget_tokens`` (chars / 4).
 
     Each attachment gets a header line (name, type, analysis summary) then its text; when the budget runs
     out the text is cut and marked, and attachments that no longer fit are listed by header only if
@@ -166,7 +166,6 @@ def attachment_context_text(message: Message | Any, budget_tokens: int) -> str:
     parts: list[str] = []
     used = 0
     marker = "\n[… attachment text truncated to fit the context]"
-    message_id = message.pk if isinstance(message, Message) else message
     for attachment in Attachment.objects.filter(message_id=message_id).order_by("created_at", "id"):
         analysis = attachment.analysis or {}
         header = f"[Attachment: {attachment.filename} ({attachment.content_type})"

@@ -208,10 +208,10 @@ def test_context_text_fits_the_budget(world, message):
     body = "word " * 400  # 2000 characters
     with tenant_context(world.a.org):
         attachments_add(message, [upload("a.txt", b"alpha text\n"), upload("b.txt", body.encode())])
-        full = attachment_context_text(message, 10_000)
-        small = attachment_context_text(message, 100)
-        none = attachment_context_text(message, 0)
-        empty = attachment_context_text(add_message(world.a, "no files"), 1000)
+        full = attachment_context_text(message.pk, 10_000)
+        small = attachment_context_text(message.pk, 100)
+        none = attachment_context_text(message.pk, 0)
+        empty = attachment_context_text(add_message(world.a, "no files").pk, 1000)
     assert (
         full.startswith("[Attachment: a.txt (text/plain)") and "alpha text" in full and body.strip() in full
     )
