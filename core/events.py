@@ -121,11 +121,16 @@ def events_publish(session: Session, events: list[Pending]) -> list[SessionEvent
             )
             for i, pending in enumerate(events)
         )
-        envelopes = [event_envelope(row) for row in rows]
-        group = session_group(session.pk)
-        transaction.on_commit(lambda: push_live(group, {"type": "session.events", "events": envelopes}))
+        events_push_after_commit(session, rows)
     session.last_event_seq = last
     return rows
+
+
+def events_push_after_commit(session: Session, rows: list[SessionEvent]) -> None:
+    """Push events just written to the log to the session's group once the transaction commits."""
+    envelopes = [event_envelope(row) for row in rows]
+    group = session_group(session.pk)
+    transaction.on_commit(lambda: push_live(group, {"type": "session.events", "events": envelopes}))
 
 
 def session_counter_advance(session: Session, field: str, count: int = 1, *, touch=None) -> int:

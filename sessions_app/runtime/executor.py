@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Value
-from django.db.models.functions import Concat
 
 from core.errors import ErrorCode, SwitchboardError
 from core.events import Pending, event_publish, events_publish
@@ -39,7 +37,7 @@ from sessions_app.runtime.providers import (
     provider_settings_for_org,
 )
 from sessions_app.services import runs
-from sessions_app.services.messages import message_append, message_snapshot
+from sessions_app.services.messages import message_append, message_snapshot, message_stream_append
 
 logger = logging.getLogger(__name__)
 
@@ -373,17 +371,7 @@ class RunExecutor:
             Run.objects.filter(pk=self.run.pk, ttft_ms=None).update(ttft_ms=self.run.ttft_ms)
 
     def _flush(self, message: Message, delta: str, index: int) -> None:
-        """A ``stream.chunk`` and the reply's text, committed together: the text is appended in place
-        (each flush sends its delta, not the whole reply so far)."""
-        with transaction.atomic(savepoint=False):  # one per chunk: no savepoint round trips
-            Message.objects.filter(pk=message.pk).update(content=Concat(F("content"), Value(delta)))
-            event_publish(
-                self.session,
-                "stream.chunk",
-                {"message": str(message.pk), "delta": delta, "index": index},
-                run=self.run,
-            )
-        message.content += delta
+        message_stream_append(self.session, message, delta, index=index, run=self.run)
 
     def _stream_ended(self, message: Message, result: StreamResult, chunks: int) -> None:
         reason = "cancelled" if result.cancelled else ("tool_calls" if result.tool_calls else "stop")
