@@ -15,7 +15,7 @@ from django.db.models import Exists, F, OuterRef
 from django.db.models.functions import Coalesce
 
 from sessions_app.config import CONFIG_DEFAULTS
-from sessions_app.models import Agent, Attachment, Message, MessageRole, MessageStatus, Run, Session
+from sessions_app.models import Agent, Attachment, Message, MessageRole, MessageStatus, Session
 from sessions_app.runtime.providers import ProviderSettings, estimate_tokens
 
 MESSAGE_OVERHEAD_TOKENS = 4
@@ -89,14 +89,12 @@ def _attachment_text(message_id, agent: Agent) -> str:
     return attachment_context_text(message_id, max(0, agent.max_context_tokens // 2))
 
 
-def build_context(
-    session: Session, agent: Agent, *, run: Run | None = None, exclude: Message | None = None
-) -> list[dict[str, Any]]:
+def build_context(session: Session, agent: Agent, *, turn: int | None = None) -> list[dict[str, Any]]:
     """The messages for the next model call, oldest first. Runs inside the session's tenant context.
 
     Messages are grouped by turn: a run's replies and tool results follow the user message that
-    triggered it, even when later messages were queued meanwhile (the ``enqueue`` busy policy), and a
-    run does not see messages that arrived after its own trigger.
+    triggered it, even when later messages were queued meanwhile (the ``enqueue`` busy policy). With
+    ``turn`` (the ``seq`` of the run's trigger message) a run does not see messages of later turns.
     """
     candidates = (
         Message.objects.filter(session=session)
@@ -107,10 +105,8 @@ def build_context(
         .annotate(has_attachments=Exists(Attachment.objects.filter(message=OuterRef("pk"))))
         .values(*_CONTEXT_FIELDS, "seq", "turn", "has_attachments")
     )
-    if run is not None and run.trigger_message_id is not None:
-        candidates = candidates.filter(turn__lte=run.trigger_message.seq)
-    if exclude is not None:
-        candidates = candidates.exclude(pk=exclude.pk)
+    if turn is not None:
+        candidates = candidates.filter(turn__lte=turn)
     prompt = system_prompt(session, agent)
     budget = agent.max_context_tokens - (estimate_tokens(prompt) + MESSAGE_OVERHEAD_TOKENS if prompt else 0)
     picked: list[dict[str, Any]] = []

@@ -169,7 +169,7 @@ def model_call(run: Run, conf: ProviderSettings, model: str) -> ModelCall:
     config = effective_config(session)
     tools = tool_specs(session, agent)
     stream = provider_for(conf).stream(
-        messages=build_context(session, agent, run=run),
+        messages=build_context(session, agent, turn=run.trigger_seq),
         model=model,
         tools=tools or None,
         temperature=config.get("temperature"),

@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from core.errors import ErrorCode, SwitchboardError
@@ -152,16 +152,19 @@ def _lease_deadline():
 
 
 def _claim_candidates(*, in_line: bool = True, related: bool = True):
-    """Runs with what a worker needs: (with ``related``) session, agent, organization and trigger
-    message; with ``in_line`` also ``behind``, true if an earlier run of the same session is still active
-    (so this one is not first in line).
+    """Runs with what a worker needs: with ``related`` the session, its agent and organization, and
+    ``trigger_seq``, the ``seq`` of the run's trigger message (the last turn its context includes); with
+    ``in_line`` also ``behind``, true if an earlier run of the same session is still active (so this one
+    is not first in line).
 
     In a locking read that had to wait, ``behind`` reflects the runs as they were when the read began.
     That is safe for a claim: no earlier run can become active later (runs are queued in order and never
     leave a terminal status), and one that finished meanwhile dispatches this run again itself."""
     candidates = Run.objects.all()
     if related:
-        candidates = candidates.select_related("session__agent", "session__organization", "trigger_message")
+        candidates = candidates.select_related("session__agent", "session__organization").annotate(
+            trigger_seq=F("trigger_message__seq")
+        )
     if not in_line:
         return candidates
     earlier = Run.objects.filter(session=OuterRef("session"), status__in=RUN_ACTIVE_STATUSES).filter(
@@ -186,7 +189,7 @@ def run_claim(
     """Take the lease of a queued run that is first in its session's line; None if not claimable.
 
     ``peeked``: the run as :func:`run_peek` read it moments before. The locking read then takes the
-    run's own row only and keeps the peek's session, agent, organization and trigger message (which a
+    run's own row only and keeps the peek's session, agent, organization and trigger ``seq`` (which a
     claim does not change), instead of reading them again.
     ``prepare(run)`` may return more fields to store with the claim (the model the run will use).
     ``on_first_claim(run)``, called when no worker took the run before, does more in the claim's
@@ -200,7 +203,7 @@ def run_claim(
         if run is None or run.status != RunStatus.QUEUED:
             return None
         if peeked is not None:
-            run.session, run.trigger_message = peeked.session, peeked.trigger_message
+            run.session, run.trigger_seq = peeked.session, peeked.trigger_seq
         if run.behind:
             return None  # an earlier run of the session is still active; it dispatches this one when done
         if run.attempts >= settings.RUN_MAX_ATTEMPTS:

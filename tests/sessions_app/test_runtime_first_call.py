@@ -123,9 +123,9 @@ def test_the_claim_locks_the_run_alone_and_keeps_what_the_peek_read(world, llm, 
     locking = next(q["sql"] for q in queries if q["sql"].startswith("SELECT"))  # the claim's first read
     if connection.vendor == "postgresql":
         assert "FOR UPDATE" in locking
-    assert "JOIN" not in locking  # the run's row only: the peek has its session, agent and message
+    assert "JOIN" not in locking  # the run's row only: the peek has its session, agent and trigger seq
     assert claimed.status == RunStatus.RUNNING and claimed.attempts == 1
-    assert claimed.session is peeked.session and claimed.trigger_message is peeked.trigger_message
+    assert claimed.session is peeked.session and claimed.trigger_seq == peeked.trigger_seq == 1
 
 
 def test_the_task_reads_the_run_with_its_organization_before_the_model_request(world, llm, use_llm, calls):
