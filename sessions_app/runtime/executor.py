@@ -46,9 +46,9 @@ CHECK_INTERVAL = runs.CANCEL_CHECK_SECONDS  # seconds between cancel checks whil
 # database or CPU), the next one waits longer and carries more text, so load sheds instead of piling up.
 FLUSH_BUDGET = 0.1
 FLUSH_MAX_INTERVAL = 1.0  # seconds: however busy, a watcher sees new text at least this often
-# Seconds a run's first model call, sent before the claim, may wait for the provider's answer before the
-# claim goes ahead anyway: a slow or retrying provider does not leave the run unclaimed.
-FIRST_CALL_ANSWER_WAIT = 0.25
+# Seconds the claim waits for a run's first model call, made before it, to go out: a request that cannot
+# be sent (a connection that will not open) does not leave the run unclaimed.
+FIRST_CALL_SEND_WAIT = 0.25
 _END = object()
 
 
@@ -129,9 +129,10 @@ def _first_call_early(run: Run, conf: ProviderSettings) -> ModelCall | None:
     try:
         call = model_call(run, conf, resolve_model(run.session, conf, run.options.get("model")))
         call.read()
-        # The claim starts once the provider has answered (or after a bound): the request's encoding and
-        # the claim's queries would otherwise take turns on the interpreter, delaying both.
-        call.stream.answered.wait(FIRST_CALL_ANSWER_WAIT)
+        # The claim starts once the request is on its way (or after a bound): the request's encoding and
+        # the claim's queries would otherwise take turns on the interpreter, delaying both. While the
+        # provider works on its answer, the claim has the interpreter to itself.
+        call.stream.sent.wait(FIRST_CALL_SEND_WAIT)
         return call
     except Exception:  # noqa: BLE001 (made again after the claim, where a failure fails the run)
         logger.debug("early model call of run %s did not start", run.pk, exc_info=True)

@@ -60,7 +60,7 @@ class CompletionStream(ABC):
 
     def __init__(self) -> None:
         self.closed = threading.Event()
-        self.answered = threading.Event()  # the provider answered: the stream began, or failed to
+        self.sent = threading.Event()  # the request went out (or failed before it could)
 
     @abstractmethod
     def __iter__(self) -> Iterator[Delta]: ...
@@ -155,10 +155,12 @@ class OpenAIStream(CompletionStream):
                 raise _map_openai_error(exc) from exc
 
     def __iter__(self) -> Iterator[Delta]:
+        _sending.stream = self
         try:
             self._response = self._open()
         finally:
-            self.answered.set()
+            _sending.stream = None
+            self.sent.set()
         calls: dict[int, dict[str, str]] = {}
         try:
             for chunk in self._response:
@@ -199,6 +201,17 @@ class OpenAIStream(CompletionStream):
             )
 
 
+# The stream whose request this thread is sending, for the HTTP client's request hook.
+_sending = threading.local()
+
+
+def _on_request(request: httpx.Request) -> None:
+    """httpx request hook, called as the request goes out: marks the sending stream's request sent."""
+    stream = getattr(_sending, "stream", None)
+    if stream is not None:
+        stream.sent.set()
+
+
 _CLIENTS: dict[tuple, openai.OpenAI] = {}
 _CLIENTS_LOCK = threading.Lock()
 _CLIENTS_MAX = 32
@@ -212,7 +225,12 @@ def _client_for(conf: ProviderSettings) -> openai.OpenAI:
         client = _CLIENTS.get(key)
         if client is None:
             timeout = httpx.Timeout(conf.timeout, connect=min(conf.timeout, 10.0))
-            common = {"api_key": conf.api_key or "not-needed", "timeout": timeout, "max_retries": 0}
+            common = {
+                "api_key": conf.api_key or "not-needed",
+                "timeout": timeout,
+                "max_retries": 0,
+                "http_client": openai.DefaultHttpxClient(event_hooks={"request": [_on_request]}),
+            }
             if conf.kind == ProviderKind.AZURE:
                 client = openai.AzureOpenAI(
                     azure_endpoint=conf.base_url, api_version=conf.api_version, **common
@@ -275,7 +293,7 @@ class DemoStream(CompletionStream):
         self.text, self.tool_calls, self.prompt_tokens, self.delay = text, tool_calls, prompt_tokens, delay
 
     def __iter__(self) -> Iterator[Delta]:
-        self.answered.set()
+        self.sent.set()
         words = re.findall(r"\S+\s*", self.text)
         for word in words:
             if self.closed.wait(self.delay) if self.delay else self.closed.is_set():
