@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 
 import openai
 import pytest
@@ -13,6 +14,7 @@ from core.crypto import decrypt
 from core.tenancy import tenant_context
 from sessions_app.models import ProviderCredential, RunStatus
 from sessions_app.runtime.providers import (
+    Delta,
     DemoProvider,
     OpenAIProvider,
     ProviderSettings,
@@ -205,3 +207,24 @@ def test_a_key_that_cannot_be_decrypted_fails_the_run_and_leaves_the_session_usa
     assert error.data["code"] == "LLM_ERROR"
     with tenant_context(world.a.org):
         assert Session.objects.get(pk=world.a.session.pk).runtime_state == "error"
+
+
+def test_a_stream_marks_its_request_sent_before_the_provider_answers(llm):
+    """What the claim waits for before it starts (the request on its way), not the provider's answer."""
+    llm.script.hang(seconds=2)
+    conf = ProviderSettings(kind="compatible", base_url=llm.base_url, api_key="sk-test", max_retries=0)
+    stream = OpenAIProvider(conf).stream(messages=[{"role": "user", "content": "Hello"}], model="test-model")
+    outcome: list = []
+
+    def read() -> None:
+        try:
+            outcome.extend(stream)
+        except Exception as exc:  # the server gives up on the request without answering
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert stream.sent.wait(1)  # well before the server gives up, two seconds after the request came
+    assert stream._response is None and not outcome  # sent, and no answer yet
+    reader.join(10)
+    assert not reader.is_alive() and outcome and not isinstance(outcome[0], Delta)
