@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from django.conf import settings
@@ -122,21 +123,20 @@ def message_stream_append(session: Session, message: Message, delta: str, *, ind
     message.content += delta
 
 
-def _stream_append_statement(session: Session, message: Message, delta: str, event: SessionEvent) -> int:
-    """:func:`message_stream_append` on PostgreSQL; returns the event's ``seq``. Every row it touches is
-    matched on the session's organization too (this bypasses the tenant-scoped managers)."""
+@functools.cache
+def _stream_append_sql() -> str:
+    """The statement of :func:`_stream_append_statement`, built once per process: the same for every
+    chunk. Every row it touches is matched on the session's organization too (it bypasses the
+    tenant-scoped managers)."""
     q = connection.ops.quote_name
     sessions, messages, events = Session._meta, Message._meta, SessionEvent._meta
 
     def column(meta, name: str) -> str:
         return q(meta.get_field(name).column)
 
-    def prep(meta, name: str, value):
-        return meta.get_field(name).get_db_prep_value(value, connection)
-
     seq, content = column(sessions, "last_event_seq"), column(messages, "content")
     inserted = ("organization", "session", "seq", "type", "run", "data", "created_at")
-    sql = f"""
+    return f"""
         WITH advanced AS (
             UPDATE {q(sessions.db_table)} SET {seq} = {seq} + 1
             WHERE {column(sessions, "id")} = %s AND {column(sessions, "organization")} = %s
@@ -148,12 +148,20 @@ def _stream_append_statement(session: Session, message: Message, delta: str, eve
         INSERT INTO {q(events.db_table)} ({", ".join(column(events, name) for name in inserted)})
         SELECT %s, %s, advanced.seq, %s, %s, %s, %s FROM advanced
         RETURNING {column(events, "seq")}"""
-    session_id, org = prep(sessions, "id", session.pk), session.organization_id
-    params = [session_id, org, delta, prep(messages, "id", message.pk), org]
-    params += [org, session_id, event.type, event.run_id, prep(events, "data", event.data)]
-    params.append(prep(events, "created_at", event.created_at))
+
+
+def _stream_append_statement(session: Session, message: Message, delta: str, event: SessionEvent) -> int:
+    """:func:`message_stream_append` on PostgreSQL; returns the event's ``seq``."""
+
+    def prep(model, name: str, value):
+        return model._meta.get_field(name).get_db_prep_value(value, connection)
+
+    session_id, org = prep(Session, "id", session.pk), session.organization_id
+    params = [session_id, org, delta, prep(Message, "id", message.pk), org]
+    params += [org, session_id, event.type, event.run_id, prep(SessionEvent, "data", event.data)]
+    params.append(prep(SessionEvent, "created_at", event.created_at))
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(_stream_append_sql(), params)
         row = cursor.fetchone()
     if row is None:
         raise Session.DoesNotExist(f"session {session.pk} not found")
