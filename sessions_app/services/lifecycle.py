@@ -19,8 +19,10 @@ from core.metrics import metrics
 from core.models import Organization
 from sessions_app.config import validate_session_config
 from sessions_app.models import (
+    RUN_ACTIVE_STATUSES,
     Agent,
     EndedReason,
+    Run,
     Session,
     SessionStatus,
     SessionTemplate,
@@ -103,8 +105,12 @@ def _lock(session: Session) -> Session:
 
 def _transition(session: Session, action: str, **changes: Any) -> Session:
     target, allowed_from, event_type = TRANSITIONS[action]
+    if action != "end":
+        _refuse_if_expired(session)
     with transaction.atomic():
         locked = _lock(session)
+        if action != "end":
+            _refuse_if_expired(locked)
         if locked.status == target:
             return locked
         if locked.status not in allowed_from:
@@ -139,17 +145,43 @@ def session_resume(session: Session) -> Session:
 
 
 def session_end(session: Session, reason: str = EndedReason.USER) -> Session:
-    """created | active | suspended → ended (final). Row lock on the session."""
-    return _transition(session, "end", ended_reason=reason, ended_at=timezone.now())
+    """created | active | suspended → ended (final), and its runs stop: queued and waiting runs are
+    cancelled at once, a running one is flagged and its worker stops within a second, keeping its
+    partial reply. Row lock on the session."""
+    from sessions_app.services.runs import run_cancel
+
+    with transaction.atomic():
+        ended = _transition(session, "end", ended_reason=reason, ended_at=timezone.now())
+        for run in Run.objects.filter(session=ended, status__in=RUN_ACTIVE_STATUSES).order_by("queued_at"):
+            run_cancel(run)
+    return ended
+
+
+def _expired(session: Session) -> bool:
+    return session.status != SessionStatus.ENDED and bool(
+        session.expires_at and session.expires_at <= timezone.now()
+    )
+
+
+def _expired_error() -> SwitchboardError:
+    return SwitchboardError(ErrorCode.SESSION_EXPIRED, "The session has expired.", {"status": "ended"})
+
+
+def _refuse_if_expired(session: Session) -> None:
+    """``SESSION_EXPIRED`` for a session that ended by expiry or is past ``expires_at``; the latter is
+    ended first. (Called inside a transaction, the error rolls that end back with the rest: the cleanup
+    or the next call outside one records it.)"""
+    if _expired(session):
+        session_end(session, EndedReason.EXPIRED)
+        raise _expired_error()
+    if session.status == SessionStatus.ENDED and session.ended_reason == EndedReason.EXPIRED:
+        raise _expired_error()
 
 
 def session_check_usable(session: Session) -> Session:
     """Raise if the session can take no more input: ended, or past ``expires_at`` (then it is ended)."""
-    if session.status != SessionStatus.ENDED and session.expires_at and session.expires_at <= timezone.now():
-        session = session_end(session, EndedReason.EXPIRED)
+    _refuse_if_expired(session)
     if session.status == SessionStatus.ENDED:
-        if session.ended_reason == EndedReason.EXPIRED:
-            raise SwitchboardError(ErrorCode.SESSION_EXPIRED, "The session has expired.", {"status": "ended"})
         raise SwitchboardError(ErrorCode.INVALID_STATE, "The session has ended.", {"status": session.status})
     return session
 
@@ -164,8 +196,10 @@ def session_update(
     expires_at: datetime | None = None,
 ) -> Session:
     """Rename, change config (merged over the current one), replace tags or metadata. Row lock."""
+    _refuse_if_expired(session)
     with transaction.atomic():
         locked = _lock(session)
+        _refuse_if_expired(locked)
         if locked.status == SessionStatus.ENDED:
             raise SwitchboardError(
                 ErrorCode.INVALID_STATE, "An ended session cannot change.", {"status": "ended"}

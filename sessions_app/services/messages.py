@@ -197,6 +197,7 @@ def message_post_user(
             .select_related("agent")  # the run's session: callers read its agent (transport, limits)
             .get(pk=session.pk)
         )
+        session_check_usable(locked)  # ended (or expired) while waiting for the lock: nothing is stored
         # A statement of its own, after the lock: one waiting for the lock would see the runs as they were
         # when it began (PostgreSQL re-reads only the locked row), missing a run posted meanwhile.
         first = busy_policy_apply(locked, effective_config(locked)["on_busy"])
