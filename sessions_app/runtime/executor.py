@@ -24,7 +24,7 @@ from django.conf import settings
 from django.db import transaction
 
 from core.errors import ErrorCode, SwitchboardError
-from core.events import Pending, event_publish, events_publish
+from core.events import Pending, events_publish
 from core.metrics import metrics
 from sessions_app.models import Message, MessageRole, MessageStatus, Run, RuntimeState
 from sessions_app.runtime.context import build_context, effective_config, resolve_model
@@ -49,6 +49,7 @@ FLUSH_MAX_INTERVAL = 1.0  # seconds: however busy, a watcher sees new text at le
 # Seconds the claim waits for a run's first model call, made before it, to go out: a request that cannot
 # be sent (a connection that will not open) does not leave the run unclaimed.
 FIRST_CALL_SEND_WAIT = 0.25
+WORKER_DONE = "worker.completed"  # the event a worker's terminal transition writes (else worker.failed)
 _END = object()
 
 
@@ -97,18 +98,17 @@ def run_execute(run_id: str, *, peeked: Run | None = _UNREAD) -> None:  # type: 
         if run is None:
             return
         if conf_error is not None:  # claimed, so that the failure is the run's and the session moves on
-            runs.run_fail(run, conf_error)
+            runs.run_fail(run, conf_error, worker_event=WORKER_DONE)
             return
         executor = RunExecutor(run, conf, reply=opened[0] if opened else None, first_call=first_call)
         try:
             executor.execute()
         except SwitchboardError as error:
-            runs.run_fail(run, error, message=executor.open_message)
+            runs.run_fail(run, error, message=executor.open_message, worker_event=WORKER_DONE)
         except Exception:
             logger.exception("run %s failed unexpectedly", run.pk)
             error = SwitchboardError(ErrorCode.INTERNAL_ERROR, "The run failed unexpectedly.")
-            event_publish(run.session, "worker.failed", {"worker": worker, "attempt": run.attempts}, run=run)
-            runs.run_fail(run, error, message=executor.open_message)
+            runs.run_fail(run, error, message=executor.open_message, worker_event="worker.failed")
     finally:
         if first_call is not None:  # read to the end by now, unless something failed on the way
             first_call.close()
@@ -227,13 +227,16 @@ class RunExecutor:
 
         model = self.run.model or resolve_model(self.session, self.conf, self.run.options.get("model"))
 
-        # A reply opened by the claim means the run's first claim: none of its tool calls exist yet.
-        if self.open_message is None and self._tools_done(tool_calls_resume(self.run, self.watch.cancelled)):
-            return
+        if self.open_message is None:  # a retry, or after approvals; else the claim opened the reply
+            if self._reply_already_stored():
+                return
+            # A reply opened by the claim means the run's first claim: none of its tool calls exist yet.
+            if self._tools_done(tool_calls_resume(self.run, self.watch.cancelled)):
+                return
         for turn in range(settings.RUN_MAX_TOOL_ROUNDS):
             # The claim just found the run queued, not cancelled; a later cancel is seen by the stream.
             if turn and runs.run_cancel_requested(self.run):
-                runs.run_finish_cancelled(self.run)
+                runs.run_finish_cancelled(self.run, worker_event=WORKER_DONE)
                 return
             call, self.first_call = self.first_call or model_call(self.run, self.conf, model), None
             result = self.stream(call)
@@ -242,7 +245,7 @@ class RunExecutor:
             self.prompt_tokens += result.prompt_tokens
             self.completion_tokens += result.completion_tokens
             if result.cancelled:
-                runs.run_finish_cancelled(self.run, message=result.message)
+                runs.run_finish_cancelled(self.run, message=result.message, worker_event=WORKER_DONE)
                 self._save_usage()
                 return
             if result.tool_calls:
@@ -263,6 +266,24 @@ class RunExecutor:
             {"limit": settings.RUN_MAX_TOOL_ROUNDS},
         )
 
+    def _reply_already_stored(self) -> bool:
+        """A worker lost after storing the run's final reply but before completing the run: the retry
+        completes it with that reply instead of asking the model again (a second reply)."""
+        last = Message.objects.filter(run=self.run).order_by("-seq").first()
+        if (
+            last is None
+            or last.role != MessageRole.ASSISTANT
+            or last.status != MessageStatus.COMPLETE
+            or (last.metadata or {}).get("tool_calls")
+        ):
+            return False
+        runs.run_complete(
+            self.run,
+            prompt_tokens=self.prompt_tokens + last.prompt_tokens,
+            completion_tokens=self.completion_tokens + last.completion_tokens,
+        )
+        return True
+
     def _tools_done(self, outcome: str) -> bool:
         """After the run's tool calls: True if the worker's part ends here (a person must decide, or the
         run was cancelled while a tool ran), False to call the model with the results."""
@@ -270,7 +291,7 @@ class RunExecutor:
             runs.run_require_action(self.run)
             return True
         if outcome == "cancelled":
-            runs.run_finish_cancelled(self.run)
+            runs.run_finish_cancelled(self.run, worker_event=WORKER_DONE)
             return True
         return False
 

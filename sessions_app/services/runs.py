@@ -297,14 +297,29 @@ def run_complete(run: Run, *, prompt_tokens: int, completion_tokens: int) -> Run
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
         )
-        events.append(Pending("worker.completed", {"worker": run.worker}, run))
+        events += _worker_ended(run, "worker.completed")
         events_publish(run.session, events + _after_terminal(run, RuntimeState.IDLE))
     _checkpoint_after(run)
     return run
 
 
-def run_fail(run: Run, error: SwitchboardError, *, message: Message | None = None) -> Run:
-    """→ failed with a catalogue code; ``error.occurred`` is written and the session is left usable."""
+def _worker_ended(run: Run, worker_event: str | None) -> list[Pending]:
+    """The end of the worker's part, for a terminal transition its worker makes: ``worker.completed``
+    (the run ended: completed, cancelled, or failed with a catalogued error) or ``worker.failed`` (the
+    worker hit an unexpected error). None for transitions made without a worker."""
+    if worker_event is None:
+        return []
+    data = {"worker": run.worker}
+    if worker_event == "worker.failed":
+        data["attempt"] = run.attempts
+    return [Pending(worker_event, data, run)]
+
+
+def run_fail(
+    run: Run, error: SwitchboardError, *, message: Message | None = None, worker_event: str | None = None
+) -> Run:
+    """→ failed with a catalogue code; ``error.occurred`` is written and the session is left usable.
+    ``worker_event``: the run's worker fails it (see :func:`_worker_ended`)."""
     with transaction.atomic():
         run = _locked(run)
         if run.status in RUN_TERMINAL_STATUSES:
@@ -314,12 +329,14 @@ def run_fail(run: Run, error: SwitchboardError, *, message: Message | None = Non
             run, RunStatus.FAILED, "run.failed", error_code=error.code.value, error_message=error.message
         )
         events.append(Pending("error.occurred", error.as_dict()["error"], run))
+        events += _worker_ended(run, worker_event)
         events_publish(run.session, events + _after_terminal(run, RuntimeState.ERROR))
     return run
 
 
-def run_finish_cancelled(run: Run, *, message: Message | None = None) -> Run:
-    """Record a cancel: the partial reply is kept with status ``cancelled``. Idempotent."""
+def run_finish_cancelled(run: Run, *, message: Message | None = None, worker_event: str | None = None) -> Run:
+    """Record a cancel: the partial reply is kept with status ``cancelled``. Idempotent.
+    ``worker_event``: the run's worker stops it (see :func:`_worker_ended`)."""
     with transaction.atomic():
         run = _locked(run)
         if run.status in RUN_TERMINAL_STATUSES:
@@ -329,7 +346,7 @@ def run_finish_cancelled(run: Run, *, message: Message | None = None) -> Run:
         if message is not None:  # its event first; the calls settled below publish theirs after it
             events_publish(run.session, _message_close(message, MessageStatus.CANCELLED, run))
         _answer_open_tool_calls(run)
-        events = _finish(run, RunStatus.CANCELLED, "run.cancelled")
+        events = _finish(run, RunStatus.CANCELLED, "run.cancelled") + _worker_ended(run, worker_event)
         events_publish(run.session, events + _after_terminal(run, RuntimeState.IDLE))
     return run
 

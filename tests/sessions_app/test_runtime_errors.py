@@ -24,6 +24,9 @@ def assert_failed_and_recovers(tenant, llm, run, code: str) -> dict:
     assert isinstance(error["details"], dict)
     run_events = [e.type for e in events(tenant, run=run) if e.type.startswith("run.")]
     assert run_events[-1] == "run.failed"
+    # The worker failed the run with a catalogued error: its part ended normally.
+    worker_events = [e.type for e in events(tenant, run=run) if e.type.startswith("worker.")]
+    assert worker_events == ["worker.spawned", "worker.completed"]
     assert reload(tenant, tenant.session).runtime_state == RuntimeState.ERROR
 
     llm.script.reply("Back to normal.")

@@ -155,3 +155,29 @@ def test_the_reaper_covers_every_organization(world):
     assert runs_reap() == 2
     assert reload(world.a, run_a).status == RunStatus.QUEUED
     assert reload(world.b, run_b).status == RunStatus.QUEUED
+
+
+def test_a_worker_lost_after_storing_the_reply_is_completed_with_that_reply(world, llm, use_llm, task_queue):
+    """The worker stored the finished reply but died before it completed the run: the retry completes the
+    run with the stored reply, without asking the model again (which would store a second reply)."""
+    use_llm(world.a)
+    _, run = post(world.a, "Tell me something")
+    die_mid_stream(world.a, run, partial="The finished answer.")
+    with tenant_context(world.a.org):
+        Message.objects.filter(run=run).update(
+            status=MessageStatus.COMPLETE, prompt_tokens=7, completion_tokens=3
+        )
+    assert runs_reap() == 1
+    requests_before = len(llm.chat_requests)
+
+    run = run_now(world.a, run)
+    assert run.status == RunStatus.COMPLETED and run.attempts == 2
+    assert (run.prompt_tokens, run.completion_tokens) == (7, 3)
+    assert len(llm.chat_requests) == requests_before  # the model was not asked again
+    with tenant_context(world.a.org):
+        replies = list(Message.objects.filter(role=MessageRole.ASSISTANT))
+    assert [(m.content, m.status) for m in replies] == [("The finished answer.", MessageStatus.COMPLETE)]
+    types = [e.type for e in events(world.a, run=run)]
+    assert types.count("worker.spawned") == 2 and types[-1] != "worker.spawned"
+    assert types.count("run.completed") == 1 and "worker.completed" in types
+    assert reload(world.a, world.a.session).runtime_state == RuntimeState.IDLE
