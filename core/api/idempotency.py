@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import timedelta
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -40,9 +41,11 @@ class IdempotentReplay(Exception):
 
 
 def _request_hash(request) -> str:
+    """What makes two requests the same: method, path, query parameters (in any order) and body."""
     digest = hashlib.sha256()
     digest.update(request.method.encode())
     digest.update(request.path.encode())
+    digest.update(b"?" + urlencode(sorted(request.GET.lists()), doseq=True).encode() + b"\0")
     digest.update(request.body or b"")
     return digest.hexdigest()
 

@@ -73,6 +73,19 @@ def test_same_key_with_another_body_is_422(world, client_for):
     assert session_count(world.a) == 2
 
 
+def test_same_key_with_other_query_parameters_is_422(world, client_for):
+    """``?wait=true`` changes what the request asks for: a retry that adds or drops it is another request,
+    while the same parameters in another order are the same request."""
+    client = client_for(world.a.member)
+    url = world.a.url(f"sessions/{world.a.session.pk}/messages/")
+    assert send(client, url + "?a=1&b=2", {"content": "hi"}).status_code == 201
+    assert send(client, url + "?b=2&a=1", {"content": "hi"}).headers["Idempotent-Replayed"] == "true"
+    assert_error(send(client, url + "?a=1&b=2&wait=true", {"content": "hi"}), 422, "IDEMPOTENCY_KEY_REUSED")
+    assert_error(send(client, url, {"content": "hi"}), 422, "IDEMPOTENCY_KEY_REUSED")
+    with tenant_context(world.a.org):
+        assert Message.objects.filter(content="hi").count() == 1
+
+
 def test_a_key_still_in_flight_is_409(world, client_for):
     url, body = world.a.url("sessions/"), {"agent": "helper", "name": "slow"}
     pending = RequestFactory().post(url, data=json.dumps(body), content_type="application/json")
