@@ -12,6 +12,7 @@ from core.models import Organization
 from core.tenancy import tenant_context
 from history_app.models import Bookmark
 from sessions_app.models import Message, MessageRole
+from sessions_app.services.catalog import provider_credential_save
 from sessions_app.services.messages import message_append
 from tests.conftest import make_user
 from web.charts import bar_list_chart, column_chart
@@ -333,3 +334,24 @@ def test_unknown_pages_get_the_sites_not_found_page(world):
     assert b"There is no page at this address." in response.content
     api = client_as(world.a.member).get("/api/v1/no-such-endpoint/")
     assert api.status_code == 404 and api.json()["error"]["code"] == "NOT_FOUND"
+
+
+def test_the_chat_header_says_when_replies_come_from_the_offline_demo_model(world, settings):
+    settings.LLM_PROVIDER = "demo"
+    page = client_as(world.a.member).get(org_url(world.a, f"sessions/{world.a.session.pk}/")).content.decode()
+    badge = r'id="session-model">· Model: demo <span class="badge badge-demo"[^>]*>Offline demo<'
+    assert re.search(badge, page)
+
+    with tenant_context(world.a.org):
+        provider_credential_save(
+            None,
+            organization=world.a.org,
+            name="real",
+            kind="compatible",
+            base_url="http://127.0.0.1:9/v1",
+            api_key="sk-x",
+            default_model="served-model",
+            is_default=True,
+        )
+    page = client_as(world.a.member).get(org_url(world.a, f"sessions/{world.a.session.pk}/")).content.decode()
+    assert 'id="session-model">· Model: ' in page and "Offline demo" not in page

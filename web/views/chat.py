@@ -17,7 +17,9 @@ from core.errors import ErrorCode, SwitchboardError, not_found
 from core.models import Role
 from history_app.models import Bookmark
 from history_app.services import bookmark_create, bookmark_delete
-from sessions_app.models import SessionStatus
+from sessions_app.models import ProviderKind, SessionStatus
+from sessions_app.runtime.context import resolve_model
+from sessions_app.runtime.providers import provider_settings_for_org
 from sessions_app.selectors import visible_tags
 from sessions_app.services.messages import message_post_user
 from sessions_app.services.runs import run_cancel
@@ -49,12 +51,25 @@ def message_context(request: HttpRequest, session) -> dict:
     }
 
 
+def _next_model(session) -> tuple[str, bool]:
+    """The model the session's next message would go to, and whether it is the offline demo."""
+    try:
+        conf = provider_settings_for_org()
+    except SwitchboardError:  # credentials that cannot be decrypted: the run will say so
+        return "", False
+    model = resolve_model(session, conf)
+    return model, conf.kind == ProviderKind.DEMO
+
+
 def header_context(request: HttpRequest, session) -> dict:
+    model, is_demo = _next_model(session)
     return {
         "session": session,
         "session_tags": list(session.tags.order_by("name")),
         "all_tags": list(visible_tags().order_by("name")),
         "can_manage": selectors.may_write(request.access, session),
+        "model": model,
+        "model_is_demo": is_demo,
     }
 
 
