@@ -12,7 +12,7 @@ from django.core.management import call_command
 
 from core.crypto import decrypt
 from core.tenancy import tenant_context
-from sessions_app.models import ProviderCredential, RunStatus
+from sessions_app.models import Message, ProviderCredential, RunStatus
 from sessions_app.runtime.providers import (
     Delta,
     DemoProvider,
@@ -169,6 +169,29 @@ def test_runs_use_the_decrypted_key_and_fall_back_to_the_environment(world, llm,
     _, run = post_and_run(world.b)  # no credentials of its own
     assert run.status == RunStatus.COMPLETED
     assert llm.chat_requests[-1].headers["authorization"] == "Bearer env-key"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("task_queue")
+def test_an_azure_openai_run_streams_from_its_deployment(world, llm, use_llm):
+    """Azure OpenAI over the wire: the model names the deployment in the path, the API version goes in the
+    query string and the key in the ``api-key`` header, and the reply streams like any other."""
+    use_llm(
+        world.a,
+        kind="azure",
+        base_url=llm.base_url.rsplit("/v1", 1)[0],
+        api_key="sk-azure",
+        api_version="2024-10-21",
+    )
+    llm.script.reply("Hello from Azure.", delay=0.001)
+    _, run = post_and_run(world.a)
+    assert run.status == RunStatus.COMPLETED and run.provider == "azure"
+    request = llm.chat_requests[-1]
+    assert request.path == f"/openai/deployments/{run.model}/chat/completions?api-version=2024-10-21"
+    assert request.headers["api-key"] == "sk-azure"
+    assert request.body["stream"] is True
+    with tenant_context(world.a.org):
+        assert Message.objects.get(run=run, role="assistant").content == "Hello from Azure."
 
 
 @pytest.mark.django_db(transaction=True)

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 Body = dict[str, Any]
 Predicate = Callable[[Body], bool]
@@ -254,6 +255,15 @@ class _Aborted(Exception):
     """Client went away or the server is stopping; abandon this response."""
 
 
+# Chat completions as OpenAI serves them, and as Azure OpenAI does (the deployment in the path, the API
+# version in the query string).
+_CHAT_PATH = re.compile(r"^(/v1|/openai/deployments/[^/]+)/chat/completions/?$")
+
+
+def _is_chat_path(path: str) -> bool:
+    return bool(_CHAT_PATH.match(urlsplit(path).path))
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive + chunked streaming, like the real API
     disable_nagle_algorithm = True  # each SSE event leaves at once, not after the client's delayed ACK
@@ -348,7 +358,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/_control/reset":
             owner.reset()
             return self._send_json(200, {})
-        if self.path.rstrip("/") != "/v1/chat/completions":
+        if not _is_chat_path(self.path):
             return self.do_GET()
         owner._record(self, body)
         if body is None:
@@ -549,7 +559,7 @@ class LLMServer:
 
     @property
     def chat_requests(self) -> list[RecordedRequest]:
-        return [r for r in self.requests if r.path.rstrip("/").endswith("/chat/completions")]
+        return [r for r in self.requests if _is_chat_path(r.path)]
 
     def wait_for_requests(self, n: int, timeout: float = 5.0) -> list[RecordedRequest]:
         """Block until at least ``n`` requests were received; raise TimeoutError otherwise."""
