@@ -265,10 +265,14 @@ def running_stack(django_db_blocker, name: str, **extra_env: str):
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+METRICS_TOKEN = "e2e-metrics-token"
+
+
 @pytest.fixture(scope="package")
 def stack(django_db_setup, django_db_blocker, llm_server):
     """The servers, once for the e2e tests (and stopped after them, not at the end of the whole run)."""
-    with running_stack(django_db_blocker, "e2e", RUN_LEASE_SECONDS="3", SSE_HEARTBEAT_SECONDS="1") as servers:
+    fast = {"RUN_LEASE_SECONDS": "3", "SSE_HEARTBEAT_SECONDS": "1"}
+    with running_stack(django_db_blocker, "e2e", METRICS_TOKEN=METRICS_TOKEN, **fast) as servers:
         yield servers
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import signal
 
+import httpx
 from django.utils import timezone
 from django_q.models import Schedule
+from prometheus_client.parser import text_string_to_metric_families
 
 from core.tenancy import tenant_context
 from sessions_app.models import Run
-from tests.e2e.conftest import assert_in_order, reply_of, wait_until
+from tests.e2e.conftest import METRICS_TOKEN, assert_in_order, reply_of, wait_until
 
 
 def words(prefix: str, count: int) -> str:
@@ -190,3 +192,49 @@ def test_worker_killed_mid_run_is_recovered_by_the_reaper(tenant, llm, stack):
     restart = max(i for i, e in enumerate(log) if e["type"] == "stream.started")
     assert log[restart]["data"]["attempt"] == 2
     assert reply_of(log[restart:]) == replies[0]["content"]
+
+
+def scrape(stack, token: str | None = METRICS_TOKEN) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.get(stack.base_url + "/metrics", headers=headers, timeout=30)
+
+
+def metric(stack, name: str, **labels: str) -> float:
+    """The sum of the samples called ``name`` with these labels, as Daphne's ``/metrics`` reports them."""
+    response = scrape(stack)
+    assert response.status_code == 200, response.text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def test_metrics_counted_in_the_queue_worker_reach_the_servers_endpoint(tenant, llm, stack):
+    """A run's outcome, time to first token and tokens are counted in the queue worker process; Daphne's
+    ``/metrics`` reports them (prometheus-client's multiprocess mode), and only to an authorized scraper."""
+    assert scrape(stack, token=None).status_code in (401, 403)
+    assert scrape(stack, token="wrong").status_code in (401, 403)
+    before = {
+        "completed": metric(stack, "switchboard_runs_total", outcome="completed"),
+        "ttft": metric(stack, "switchboard_time_to_first_token_seconds_count"),
+        "tokens_out": metric(stack, "switchboard_tokens_total", direction="out"),
+        "sessions": metric(stack, "switchboard_sessions_created_total"),
+    }
+    session = tenant.create_session()
+    llm.script.reply(words("counted", 12))
+    response = tenant.post_message(session, "Count this")
+    assert response.status_code == 201, response.text
+    run = tenant.wait_run(session, response.json()["run"]["id"])
+    assert run["status"] == "completed"
+    assert worker_pid(run) in stack.cluster_workers()  # counted in a queue worker, not in Daphne
+
+    # The run's counters are raised after its last commit: wait for them rather than race the worker.
+    wait_until(
+        lambda: metric(stack, "switchboard_runs_total", outcome="completed") >= before["completed"] + 1,
+        "the completed run in /metrics",
+    )
+    assert metric(stack, "switchboard_time_to_first_token_seconds_count") >= before["ttft"] + 1
+    assert metric(stack, "switchboard_tokens_total", direction="out") >= before["tokens_out"] + 1
+    assert metric(stack, "switchboard_sessions_created_total") >= before["sessions"] + 1
