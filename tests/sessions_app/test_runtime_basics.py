@@ -70,6 +70,23 @@ def test_stream_is_coalesced(world, llm, use_llm):
     assert len(chunks) < 400 / 4  # many deltas per flushed chunk event
 
 
+def test_the_first_delta_goes_out_at_once_and_later_ones_wait_for_the_flush(world, llm, use_llm, settings):
+    """With a flush interval longer than the reply, the first delta is a chunk of its own, sent as soon as
+    it arrives; everything after it waits for the next flush, here the end of the stream."""
+    settings.STREAM_FLUSH_MS = 60_000
+    use_llm(world.a)
+    text = " ".join(f"w{i}" for i in range(20))
+    llm.script.reply(text, delay=0.01)  # 0.2 s in all: within the one-second ceiling of a flush's wait
+    _, run = post_and_run(world.a)
+    assert run.status == RunStatus.COMPLETED
+    with tenant_context(world.a.org):
+        chunks = list(
+            SessionEvent.objects.filter(session=world.a.session, type="stream.chunk").order_by("seq")
+        )
+    assert [e.data["delta"] for e in chunks] == ["w0 ", text[len("w0 ") :]]
+    assert [e.data["index"] for e in chunks] == [1, 2]
+
+
 def test_tool_call_loop_auto(world, llm, use_llm):
     with tenant_context(world.a.org):
         world.a.agent.tools = ["calculator"]
