@@ -62,12 +62,13 @@ def tools_for_run(session, agent) -> dict[str, tuple[ToolSpec, str]]:
 
 
 def policy_for_direct_task(name: str, session) -> tuple[ToolSpec | None, str]:
-    """A person running a tool without the model: the organization's policy and the session's mode apply."""
+    """A person running a tool without the model: the organization's policy, the approval mode of the
+    session's agent and the session's mode apply, as for the model. (The agent's allowed subset does not:
+    it limits what the model may call, and a person may run any tool the organization allows.)"""
     from sessions_app.runtime.context import effective_config
 
     spec = get_tool(name)
     for usable, org_policy in organization_tools():
         if usable.name == name:
-            mode = effective_config(session).get("approval_mode")
-            return spec, strictest(org_policy, ToolPolicyChoice.MANUAL if mode == "manual" else None)
+            return spec, effective_policy(spec, org_policy, session.agent, effective_config(session))
     return spec, ToolPolicyChoice.DENY

@@ -142,7 +142,7 @@ def test_the_strictest_setting_applies(world, org_policy, agent_mode, session_mo
     assert tools.get("calculator") == expected
 
 
-def test_direct_tasks_follow_the_organization_and_the_session(world):
+def test_direct_tasks_follow_the_organization_the_agent_and_the_session(world):
     set_policy(world.a, "current_time", enabled=False)
     set_policy(world.a, "search_history", policy="manual")
     with tenant_context(world.a.org):
@@ -152,6 +152,9 @@ def test_direct_tasks_follow_the_organization_and_the_session(world):
         spec, policy = policy_for_direct_task("teleport", world.a.session)
         assert spec is None and policy == "deny"
         session = session_update(world.a.session, config={"approval_mode": "manual"})
+        assert policy_for_direct_task("calculator", session)[1] == "manual"
+        session = session_update(session, config={"approval_mode": "auto"})
+        session.agent.approval_mode = "manual"  # the agent's mode applies as well
         assert policy_for_direct_task("calculator", session)[1] == "manual"
 
 

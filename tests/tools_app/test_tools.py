@@ -335,3 +335,33 @@ def test_who_may_run_a_task(world, client_for, task_queue):
         world.b.url(f"sessions/{world.a.session.pk}/tasks/"), body, format="json"
     )
     assert_error(r, 404, "SESSION_NOT_FOUND")
+
+
+def test_an_agent_in_manual_mode_makes_direct_tasks_wait_for_approval(world, client_for, task_queue):
+    """Direct tasks follow the same policy as the model: the agent's approval mode applies too."""
+    with tenant_context(world.a.org):
+        world.a.agent.approval_mode = "manual"
+        world.a.agent.save(update_fields=["approval_mode"])
+    r = client_for(world.a.member).post(
+        tasks_url(world.a), {"tool": "calculator", "arguments": {"expression": "2+2"}}, format="json"
+    )
+    assert r.status_code == 202 and r.json()["status"] == "pending"
+    assert task_queue.tasks == []
+
+
+def test_only_admins_may_run_code_as_a_direct_task(world, client_for, task_queue, settings):
+    """``python`` and ``shell`` use execution sessions, which are for organization admins only: a member's
+    direct task is refused before anything is stored; an admin's waits for approval (their default)."""
+    settings.ENABLE_EXEC_SESSIONS = True
+    body = {"tool": "python", "arguments": {"code": "print(1)"}}
+    for tool in ("python", "shell"):
+        refused = client_for(world.a.member).post(tasks_url(world.a), {**body, "tool": tool}, format="json")
+        assert assert_error(refused, 403, "PERMISSION_DENIED")["details"] == {
+            "tool": tool,
+            "required_role": "admin",
+        }
+    with tenant_context(world.a.org):
+        assert not ToolCall.objects.exists()
+    allowed = client_for(world.a.admin).post(tasks_url(world.a), body, format="json")
+    assert allowed.status_code == 202 and allowed.json()["status"] == "pending"
+    assert task_queue.tasks == []

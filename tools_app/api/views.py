@@ -121,6 +121,7 @@ class DirectTaskViewSet(SessionChildViewSet):
             name=data["tool"],
             arguments=data.get("arguments") or {},
             user=request.user if getattr(request.user, "pk", None) else None,
+            may_run_code=self.access.has_role(Role.ADMIN),
         )
         body = ToolCallSerializer(call).data
         return Response(

@@ -223,15 +223,27 @@ def _after_decision(call: ToolCall) -> None:
         run_requeue(call.run)
 
 
-def direct_task_create(session: Session, *, name: str, arguments: Any, user=None) -> ToolCall:
+def direct_task_create(
+    session: Session, *, name: str, arguments: Any, user=None, may_run_code: bool = False
+) -> ToolCall:
     """A person runs a tool without the model, under the same policy: auto runs it on the queue, manual
-    waits for a decision, and a refusal (denied, invalid arguments) is answered in the session at once."""
+    waits for a decision, and a refusal (denied, invalid arguments) is answered in the session at once.
+
+    ``may_run_code``: the caller is an organization admin. Tools that run code (``python``, ``shell``)
+    use execution sessions, which only admins may use directly; others get ``PERMISSION_DENIED``."""
     from tools_app.policies import policy_for_direct_task
+    from tools_app.registry import SideEffect
     from tools_app.services.tool_execution import tool_call_answer
 
     spec, policy = policy_for_direct_task(name, session)
     if spec is None:
         raise SwitchboardError(ErrorCode.TOOL_NOT_FOUND, f"No tool named {name!r}.")
+    if spec.side_effect == SideEffect.RUNS_CODE and not may_run_code:
+        raise SwitchboardError(
+            ErrorCode.PERMISSION_DENIED,
+            f"Only organization admins may run the {name} tool directly.",
+            {"tool": name, "required_role": "admin"},
+        )
     with transaction.atomic():
         call = tool_call_create(session=session, name=name, raw_arguments=arguments, policy=policy, user=user)
         if call.status == ToolCallStatus.APPROVED:
