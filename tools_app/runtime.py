@@ -22,8 +22,20 @@ def tool_calls_process(
 ) -> str:
     """Record the calls the model asked for in ``message``, then answer what can be answered now
     (``cancelled``: as for :func:`tool_calls_resume`)."""
+    tool_calls_record(run, message, calls)
+    return tool_calls_resume(run, cancelled)
+
+
+def tool_calls_record(run: Run, message: Message, calls: list[ToolCallRequest]) -> None:
+    """Record the calls the model asked for in ``message`` that are not recorded yet: all of them, or
+    after a worker was lost while recording them (the reply with its calls was already stored), the
+    rest. Every call of a stored reply must get a row, and so an answer: a call left without one makes
+    every later model request of the session malformed."""
+    recorded = set(ToolCall.objects.filter(run=run, message=message).values_list("call_id", flat=True))
     offered = tools_for_run(run.session, run.session.agent)
     for request in calls:
+        if request.id in recorded:
+            continue
         spec_policy = offered.get(request.name)
         tool_call_create(
             session=run.session,
@@ -34,7 +46,6 @@ def tool_calls_process(
             message=message,
             call_id=request.id,
         )
-    return tool_calls_resume(run, cancelled)
 
 
 def tool_calls_resume(run: Run, cancelled: Callable[[], bool] | None = None) -> str:

@@ -230,6 +230,7 @@ class RunExecutor:
         if self.open_message is None:  # a retry, or after approvals; else the claim opened the reply
             if self._reply_already_stored():
                 return
+            self._record_stored_calls()
             # A reply opened by the claim means the run's first claim: none of its tool calls exist yet.
             if self._tools_done(tool_calls_resume(self.run, self.watch.cancelled)):
                 return
@@ -283,6 +284,25 @@ class RunExecutor:
             completion_tokens=self.completion_tokens + last.completion_tokens,
         )
         return True
+
+    def _record_stored_calls(self) -> None:
+        """A worker lost after storing a reply that asks for tools, before it recorded every call: the
+        retry records the rest, so each gets its answer before the model is called again."""
+        from tools_app.runtime import tool_calls_record
+
+        message = (
+            Message.objects.filter(
+                run=self.run,
+                role=MessageRole.ASSISTANT,
+                status=MessageStatus.COMPLETE,
+                metadata__has_key="tool_calls",
+            )
+            .order_by("-seq")
+            .first()
+        )
+        if message is not None:
+            requests = [ToolCallRequest(**call) for call in message.metadata["tool_calls"]]
+            tool_calls_record(self.run, message, requests)
 
     def _tools_done(self, outcome: str) -> bool:
         """After the run's tool calls: True if the worker's part ends here (a person must decide, or the

@@ -325,3 +325,51 @@ def test_decisions_made_before_the_worker_lets_go_still_wake_the_run(world, llm,
         run = run_require_action(run)
     assert run.status == RunStatus.QUEUED  # no decision is left to wake it, so it does not wait
     assert task_queue.run_ids() == [str(run.pk), str(run.pk)]
+
+
+def test_a_worker_lost_while_recording_the_calls_leaves_no_call_unanswered(world, llm, use_llm):
+    """The reply asking for two calls was stored, and the worker died after recording only the first:
+    the retry records the second, answers both, and the model gets a well-formed history."""
+    from sessions_app.models import MessageRole, MessageStatus
+    from sessions_app.services.messages import message_append
+
+    use_llm(world.a)
+    with tenant_context(world.a.org):
+        world.a.agent.tools = ["calculator"]
+        world.a.agent.save()
+    _, run = post(world.a, "Two sums, please.")
+    asked = [
+        {"id": "call_a", "name": "calculator", "arguments": '{"expression": "6*7"}'},
+        {"id": "call_b", "name": "calculator", "arguments": '{"expression": "1+1"}'},
+    ]
+    with tenant_context(world.a.org):
+        claimed = run_claim(run.pk, "host:doomed")
+        reply = message_append(
+            world.a.session,
+            role=MessageRole.ASSISTANT,
+            status=MessageStatus.COMPLETE,
+            run=claimed,
+            metadata={"tool_calls": asked},
+        )
+        tool_call_create(
+            session=world.a.session,
+            name="calculator",
+            raw_arguments=asked[0]["arguments"],
+            policy="auto",
+            run=claimed,
+            message=reply,
+            call_id="call_a",
+        )
+        Run.objects.filter(pk=run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert runs_reap() == 1
+
+    llm.script.reply("42 and 2.")
+    run = run_now(world.a, run)
+    assert run.status == RunStatus.COMPLETED and run.attempts == 2
+    with tenant_context(world.a.org):
+        calls = {c.call_id: c for c in ToolCall.objects.filter(run=run)}
+    assert sorted(calls) == ["call_a", "call_b"]
+    assert {c.status for c in calls.values()} == {"completed"}
+    answered = tool_messages(llm.chat_requests[-1])
+    answers = {m["tool_call_id"]: json.loads(m["content"])["result"] for m in answered}
+    assert answers == {"call_a": 42, "call_b": 2}
