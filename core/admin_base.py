@@ -107,8 +107,13 @@ class TenantScopedPermissions:
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         related = db_field.related_model
+        org_ids = managed_org_ids(request)
         if related is Organization or issubclass(related, TenantOwnedModel):
-            kwargs["queryset"] = _limit(related._base_manager.all(), managed_org_ids(request), shared=True)
+            kwargs["queryset"] = _limit(related._base_manager.all(), org_ids, shared=True)
+        if related is Organization and org_ids is not None:
+            # A row without an organization is a system preset every organization sees: only superusers
+            # may make one. An organization's admin must pick one of their organizations.
+            kwargs["required"] = True
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def formfield_for_manytomany(self, db_field, request, **kwargs):

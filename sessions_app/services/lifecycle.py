@@ -55,7 +55,15 @@ def session_create(
     metadata: dict[str, Any] | None = None,
     expires_at: datetime | None = None,
 ) -> Session:
-    """Create a session in ``created`` status; config is the template's presets overlaid by ``config``."""
+    """Create a session in ``created`` status; config is the template's presets overlaid by ``config``.
+    The agent must be the organization's own (a template's agent too: a shared template's agent of
+    another organization is refused)."""
+    if agent.organization_id != organization.pk:
+        raise SwitchboardError(
+            ErrorCode.VALIDATION_ERROR,
+            "The agent belongs to another organization.",
+            {"agent": str(agent.slug), "field": "agent"},
+        )
     merged: dict[str, Any] = {}
     if template is not None:
         merged.update(template.config or {})

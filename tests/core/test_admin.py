@@ -271,3 +271,28 @@ def test_revoke_action(world, org_admin, content):
     assert r.status_code == 302
     key.refresh_from_db()
     assert key.revoked_at is not None
+
+
+@pytest.mark.parametrize("model_name", ["tag", "sessiontemplate"])
+def test_org_admin_cannot_make_a_system_preset(world, org_admin, model_name):
+    """A tag or template without an organization is shown to every organization: only superusers may
+    make one. An organization's admin must pick one of their organizations."""
+    from sessions_app.models import SessionTemplate, Tag
+
+    model = {"tag": Tag, "sessiontemplate": SessionTemplate}[model_name]
+    form = org_admin.get(admin_url(model, "add")).context["adminform"].form
+    assert form.fields["organization"].required
+    fields = {"name": "Everyone's", "organization": "", "agent": str(world.a.agent.pk), "color": "#112233"}
+    r = org_admin.post(admin_url(model, "add"), fields)
+    assert r.status_code == 200 and "organization" in r.context["adminform"].form.errors
+    assert not model.all_tenants_unsafe.filter(name="Everyone's").exists()
+
+
+def test_a_session_cannot_run_on_another_organizations_agent(world):
+    from core.errors import SwitchboardError
+    from sessions_app.services.lifecycle import session_create
+
+    with tenant_context(world.b.org), pytest.raises(SwitchboardError) as refused:
+        session_create(organization=world.b.org, agent=world.a.agent, owner=world.b.member)
+    assert refused.value.code.value == "VALIDATION_ERROR"
+    assert not Session.all_tenants_unsafe.filter(organization=world.b.org, agent=world.a.agent).exists()
