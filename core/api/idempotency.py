@@ -102,6 +102,9 @@ def idempotency_finish(record: IdempotencyRecord, response) -> None:
         body = json.loads(json.dumps(body, default=str))
     except (TypeError, ValueError):
         body = None
+    if isinstance(body, dict):
+        # Secrets shown once (a new API key's) are not stored: a replay answers with null in their place.
+        body.update({name: None for name in getattr(response, "secret_fields", ()) if name in body})
     IdempotencyRecord.objects.filter(pk=record.pk).update(
         in_flight=False, response_status=response.status_code, response_body=body
     )

@@ -155,7 +155,9 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScop
         )
         body = ApiKeyCreatedSerializer(issued.api_key).data
         body["secret"] = issued.secret
-        return Response(body, status=status.HTTP_201_CREATED)
+        response = Response(body, status=status.HTTP_201_CREATED)
+        response.secret_fields = ("secret",)  # shown once: an idempotent replay does not keep it
+        return response
 
     @extend_schema(request=None, responses=ApiKeySerializer)
     @action(detail=True, methods=["post"])

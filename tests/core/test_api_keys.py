@@ -15,6 +15,22 @@ from tests.support.assertions import assert_error
 # --- managing keys --------------------------------------------------------------------------------------
 
 
+@pytest.mark.django_db
+def test_an_idempotent_retry_of_a_key_creation_never_stores_or_replays_the_secret(world, client_for):
+    from core.models import IdempotencyRecord
+
+    c = client_for(world.a.admin)
+    url, body = world.a.url("api-keys/"), {"name": "retried", "scopes": ["read"]}
+    first = c.post(url, body, format="json", HTTP_IDEMPOTENCY_KEY="key-once")
+    assert first.status_code == 201 and first.json()["secret"].startswith("sb_")
+    again = c.post(url, body, format="json", HTTP_IDEMPOTENCY_KEY="key-once")
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["secret"] is None and again.json()["id"] == first.json()["id"]
+    (record,) = IdempotencyRecord.all_tenants_unsafe.filter(key="key-once")
+    assert first.json()["secret"] not in str(record.response_body)
+    assert ApiKey.all_tenants_unsafe.filter(name="retried").count() == 1
+
+
 def test_create_shows_the_secret_once(world, client_for):
     c = client_for(world.a.admin)
     r = c.post(
