@@ -7,6 +7,7 @@ SCHEDULES = [
     ("sessions_app.tasks.runs_reap", 1),
     ("sessions_app.tasks.sessions_cleanup", 1),
     ("tools_app.tasks.tool_calls_expire", 1),
+    ("tools_app.tasks.direct_tasks_reap", 1),
     ("tools_app.tasks.exec_sessions_reap", 1),
     ("core.tasks.idempotency_cleanup", 60),
     ("history_app.tasks.exports_expire", 60),

@@ -23,6 +23,12 @@ def tool_calls_expire() -> int:
     return expire()
 
 
+def direct_tasks_reap() -> int:
+    from tools_app.services.tool_calls import direct_tasks_reap as reap
+
+    return reap()
+
+
 def exec_sessions_reap():
     from tools_app.services.exec_sessions import exec_sessions_reap as reap
 

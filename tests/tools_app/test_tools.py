@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from core.tenancy import tenant_context
 from sessions_app.models import Message, MessageRole, RunStatus
@@ -26,6 +28,7 @@ from tests.support.runtime import (
 )
 from tools_app.models import ToolCall, ToolPolicy
 from tools_app.registry import ToolSpec, register, unregister
+from tools_app.services.tool_calls import direct_tasks_reap
 from tools_app.tasks import tool_call_execute_task
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("task_queue")]
@@ -365,3 +368,42 @@ def test_only_admins_may_run_code_as_a_direct_task(world, client_for, task_queue
     allowed = client_for(world.a.admin).post(tasks_url(world.a), body, format="json")
     assert allowed.status_code == 202 and allowed.json()["status"] == "pending"
     assert task_queue.tasks == []
+
+
+def test_a_direct_task_whose_queue_task_was_lost_is_dispatched_again_and_runs_once(
+    world, client_for, task_queue
+):
+    body = {"tool": "calculator", "arguments": {"expression": "6*7"}}
+    call_id = client_for(world.a.member).post(tasks_url(world.a), body, format="json").json()["id"]
+    task_queue.tasks.clear()  # the task was lost on its way to a worker
+    assert direct_tasks_reap() == 0  # too soon: it may still be on its way
+    with tenant_context(world.a.org):
+        ToolCall.objects.filter(pk=call_id).update(decided_at=timezone.now() - timedelta(minutes=5))
+    assert direct_tasks_reap() == 1
+    assert task_queue.tasks == [("tools_app.tasks.tool_call_execute_task", (call_id, world.a.org.pk))]
+    execute_dispatched(task_queue, world.a)
+    execute_dispatched(task_queue, world.a)  # dispatched twice by a slow reaper: still runs once
+    with tenant_context(world.a.org):
+        call = ToolCall.objects.get(pk=call_id)
+        assert call.status == "completed" and call.result["result"] == 42
+        assert Message.objects.filter(tool_call=call).count() == 1
+    assert direct_tasks_reap() == 0
+
+
+def test_a_direct_task_whose_worker_died_fails_and_is_answered(world, client_for, task_queue):
+    body = {"tool": "calculator", "arguments": {"expression": "1"}}
+    call_id = client_for(world.a.member).post(tasks_url(world.a), body, format="json").json()["id"]
+    task_queue.tasks.clear()
+    with tenant_context(world.a.org):  # a worker marked it started, then died
+        ToolCall.objects.filter(pk=call_id).update(started_at=timezone.now())
+    assert direct_tasks_reap() == 0  # it may still be running
+    with tenant_context(world.a.org):
+        ToolCall.objects.filter(pk=call_id).update(started_at=timezone.now() - timedelta(minutes=5))
+    assert direct_tasks_reap() == 1
+    execute_dispatched(task_queue, world.a)
+    with tenant_context(world.a.org):
+        call = ToolCall.objects.get(pk=call_id)
+        assert (call.status, call.error_code) == ("failed", "TOOL_EXECUTION_FAILED")
+        message = Message.objects.get(tool_call=call)
+    assert "not run twice" in json.loads(message.content)["error"]["message"]
+    assert "tool_call.failed" in event_types(world.a)

@@ -283,6 +283,38 @@ def tool_calls_expire() -> int:
     return len(expired)
 
 
+def direct_tasks_reap() -> int:
+    """Approved direct tasks whose queue task was lost are dispatched again (scheduled, every
+    organization): one never started within ``2 × RUN_LEASE_SECONDS`` of its approval (a task lost on
+    the way), or one started longer ago than its tool's timeout and that lease (its worker died; the
+    task then fails it, since a started call is never run twice, and answers it in the session). A
+    direct task has no run and so no lease of its own: without this it would stay ``approved`` for good.
+    Dispatching twice is harmless: the start is marked under the call's row lock."""
+    from core.tenancy import tenant_context
+
+    now = timezone.now()
+    grace = timedelta(seconds=2 * settings.RUN_LEASE_SECONDS)
+    approved = ToolCall.all_tenants_unsafe.select_related("organization").filter(
+        run__isnull=True, status=ToolCallStatus.APPROVED
+    )
+    never_started = approved.filter(started_at__isnull=True, decided_at__lt=now - grace)
+    started = approved.filter(started_at__lt=now - grace)
+    lost = list(never_started) + [
+        call
+        for call in started
+        if call.started_at < now - grace - timedelta(seconds=_timeout_of(call.tool_name))
+    ]
+    for call in lost:
+        with tenant_context(call.organization), transaction.atomic():
+            tool_call_dispatch(call)
+    return len(lost)
+
+
+def _timeout_of(tool_name: str) -> float:
+    spec = get_tool(tool_name)
+    return spec.timeout if spec is not None else 0.0
+
+
 def tool_calls_settle_cancelled(run: Run) -> None:
     """The run was cancelled: its pending calls are rejected, approved ones that did not complete fail,
     and every call gets its ``tool`` answer. Call inside the transaction holding the run's lock."""
