@@ -3,9 +3,13 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 
+from core.access import resolve_access
 from core.admin_base import TenantScopedAdmin, TenantScopedPermissions, managed_org_ids
 from core.api_keys import api_key_issue, api_key_revoke
+from core.errors import SwitchboardError
 from core.models import ApiKey, ApiKeyScope, IdempotencyRecord, Membership, Organization, Role
+from core.services import check_owner_rules
+from core.tenancy import tenant_context
 
 
 @admin.register(Organization)
@@ -32,10 +36,61 @@ class OrganizationAdmin(TenantScopedPermissions, admin.ModelAdmin):
 
 @admin.register(Membership)
 class MembershipAdmin(TenantScopedAdmin):
+    """Memberships under the same owner rules as the API: only owners grant, change or remove the owner
+    role, and an organization keeps at least one owner."""
+
     list_display = ["user", "organization", "role", "created_at"]
     list_filter = ["role"]
     search_fields = ["user__username", "user__email", "organization__name"]
     raw_id_fields = ["user"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("user", "organization") if obj is not None else ()
+
+    def get_form(self, request, obj=None, **kwargs):
+        base = super().get_form(request, obj, **kwargs)
+        before = Membership.all_tenants_unsafe.get(pk=obj.pk) if obj is not None else None
+
+        class OwnerRulesForm(base):
+            def clean(self):
+                data = super().clean()
+                organization = before.organization if before else data.get("organization")
+                if organization is not None and data.get("role"):
+                    _owner_rules(request, organization, before, data["role"])
+                return data
+
+        return OwnerRulesForm
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        if not super().has_delete_permission(request, obj):
+            return False
+        try:
+            if obj is not None:
+                _owner_rules(request, obj.organization, obj, None)
+        except forms.ValidationError:
+            return False
+        return True
+
+    def delete_model(self, request, obj) -> None:
+        _owner_rules(request, obj.organization, obj, None)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for membership in queryset.select_related("organization"):
+            try:
+                self.delete_model(request, membership)
+            except forms.ValidationError as refused:
+                self.message_user(request, f"{membership}: {refused.messages[0]}", messages.WARNING)
+
+
+def _owner_rules(request, organization: Organization, membership: Membership | None, role: str | None):
+    """:func:`core.services.check_owner_rules` for the staff user acting in ``organization``."""
+    try:
+        access = resolve_access(organization.slug, request.user)
+        with tenant_context(organization):
+            check_owner_rules(access, membership, role)
+    except SwitchboardError as refused:
+        raise forms.ValidationError(refused.message) from None
 
 
 class ApiKeyCreateForm(forms.ModelForm):

@@ -9,7 +9,7 @@ from core.errors import ErrorCode, SwitchboardError
 from core.models import Membership, Organization, Role
 
 
-def _check_owner_rules(access: Access, membership: Membership | None, new_role: str | None) -> None:
+def check_owner_rules(access: Access, membership: Membership | None, new_role: str | None) -> None:
     touches_owner = new_role == Role.OWNER or (membership is not None and membership.role == Role.OWNER)
     if touches_owner and not access.has_role(Role.OWNER):
         raise SwitchboardError(ErrorCode.PERMISSION_DENIED, "Only owners can grant or change the owner role.")
@@ -23,7 +23,7 @@ def _check_owner_rules(access: Access, membership: Membership | None, new_role: 
 
 def membership_add(*, access: Access, user, role: str) -> Membership:
     """Add ``user`` to the access's organization with ``role``; ``CONFLICT`` if already a member."""
-    _check_owner_rules(access, None, role)
+    check_owner_rules(access, None, role)
     with transaction.atomic():
         if Membership.objects.filter(user=user).exists():
             raise SwitchboardError(ErrorCode.CONFLICT, "That user is already a member.")
@@ -33,7 +33,7 @@ def membership_add(*, access: Access, user, role: str) -> Membership:
 def membership_change_role(*, access: Access, membership: Membership, role: str) -> Membership:
     with transaction.atomic():
         locked = Membership.objects.select_for_update().get(pk=membership.pk)
-        _check_owner_rules(access, locked, role)
+        check_owner_rules(access, locked, role)
         locked.role = role
         locked.save(update_fields=["role"])
     return locked
@@ -42,7 +42,7 @@ def membership_change_role(*, access: Access, membership: Membership, role: str)
 def membership_remove(*, access: Access, membership: Membership) -> None:
     with transaction.atomic():
         locked = Membership.objects.select_for_update().get(pk=membership.pk)
-        _check_owner_rules(access, locked, None)
+        check_owner_rules(access, locked, None)
         locked.delete()
 
 

@@ -296,3 +296,25 @@ def test_a_session_cannot_run_on_another_organizations_agent(world):
         session_create(organization=world.b.org, agent=world.a.agent, owner=world.b.member)
     assert refused.value.code.value == "VALIDATION_ERROR"
     assert not Session.all_tenants_unsafe.filter(organization=world.b.org, agent=world.a.agent).exists()
+
+
+def membership_of(tenant, user) -> Membership:
+    return Membership.all_tenants_unsafe.get(organization=tenant.org, user=user)
+
+
+def test_admin_keeps_the_owner_rules_for_memberships(world, org_admin, client):
+    """As over the API: only owners grant, change or remove the owner role; an organization keeps one."""
+    member, owner, admin = (membership_of(world.a, u) for u in (world.a.member, world.a.owner, world.a.admin))
+    for membership, role in ((member, "owner"), (admin, "owner"), (owner, "member")):
+        r = org_admin.post(change_url(membership), {"role": role})
+        assert r.status_code == 200 and "Only owners" in str(r.context["adminform"].form.errors)
+        assert membership_of(world.a, membership.user).role == membership.role
+    assert org_admin.post(admin_url(Membership, "delete", owner.pk), {"post": "yes"}).status_code == 403
+    assert Membership.all_tenants_unsafe.filter(pk=owner.pk).exists()
+    assert org_admin.post(change_url(member), {"role": "viewer"}).status_code == 302
+    assert membership_of(world.a, world.a.member).role == "viewer"
+
+    client.force_login(make_user("root", is_superuser=True, is_staff=True))
+    r = client.post(change_url(owner), {"role": "member"})  # the organization's only owner
+    assert r.status_code == 200 and "at least one owner" in str(r.context["adminform"].form.errors)
+    assert membership_of(world.a, world.a.owner).role == "owner"
