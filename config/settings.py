@@ -240,6 +240,9 @@ STATELESS_WAIT_SECONDS = env.float("STATELESS_WAIT_SECONDS", default=120.0)
 EVENT_POLL_SECONDS = env.float("EVENT_POLL_SECONDS", default=1.0 if REDIS_URL else 0.05)
 SSE_HEARTBEAT_SECONDS = env.float("SSE_HEARTBEAT_SECONDS", default=15.0)
 WS_TICKET_SECONDS = env.int("WS_TICKET_SECONDS", default=60)
+# An open websocket or SSE stream checks its caller's access again this often (and a websocket before
+# every command): a revoked key or a removed member is cut off.
+STREAM_ACCESS_RECHECK_SECONDS = env.float("STREAM_ACCESS_RECHECK_SECONDS", default=30.0)
 IDEMPOTENCY_TTL_HOURS = env.int("IDEMPOTENCY_TTL_HOURS", default=24)
 EXPORT_RETENTION_HOURS = env.int("EXPORT_RETENTION_HOURS", default=168)  # 0 keeps export files forever
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")

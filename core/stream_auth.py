@@ -86,3 +86,24 @@ def stream_access(
             raise SwitchboardError(ErrorCode.PERMISSION_DENIED, "Cookie sign-in needs an Origin header.")
         return resolve_access(org_slug, cookie_user, None)
     raise SwitchboardError(ErrorCode.AUTHENTICATION_REQUIRED, "Authentication credentials were not provided.")
+
+
+def stream_access_refresh(access: Access) -> Access:
+    """The access of a stream that is already open, read again: a key revoked or expired, an account
+    deactivated, a membership removed or its role changed since the stream opened take effect. Raises
+    as :func:`stream_access` does when the caller may no longer be there."""
+    key = None
+    if access.api_key is not None:
+        key = (
+            ApiKey.all_tenants_unsafe.select_related("organization", "created_by")
+            .filter(pk=access.api_key.pk)
+            .first()
+        )
+        if key is None or not key.is_active:
+            raise SwitchboardError(ErrorCode.AUTHENTICATION_FAILED, "The API key was revoked or has expired.")
+    user = access.user
+    if getattr(user, "pk", None) is not None:
+        user = get_user_model().objects.filter(pk=user.pk, is_active=True).first()
+        if user is None:
+            raise SwitchboardError(ErrorCode.AUTHENTICATION_FAILED, "The account is no longer active.")
+    return resolve_access(access.organization.slug, user, key)

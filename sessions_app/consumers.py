@@ -22,7 +22,7 @@ from core.access import Access, get_object_in_org
 from core.errors import ErrorCode, SwitchboardError
 from core.events import session_group
 from core.models import Role
-from core.stream_auth import stream_access
+from core.stream_auth import stream_access, stream_access_refresh
 from core.streams import EventFeed
 from core.tenancy import tenant_context
 
@@ -61,6 +61,41 @@ class TenantConsumer(AsyncJsonWebsocketConsumer):
 
     async def on_connect(self) -> None:
         await self.accept()
+
+    async def websocket_connect(self, message) -> None:
+        await super().websocket_connect(message)
+        if hasattr(self, "access"):  # accepted: the caller's access is checked again while it stays
+            self.recheck_task = asyncio.create_task(self._recheck())
+
+    async def websocket_disconnect(self, message) -> None:
+        task = getattr(self, "recheck_task", None)
+        if task is not None:
+            task.cancel()
+        await super().websocket_disconnect(message)
+
+    async def _recheck(self) -> None:
+        from django.conf import settings
+
+        while True:
+            await asyncio.sleep(settings.STREAM_ACCESS_RECHECK_SECONDS)
+            if not await self.refresh_access():
+                return
+
+    async def refresh_access(self) -> bool:
+        """Read the caller's access again (before every command, and every
+        ``STREAM_ACCESS_RECHECK_SECONDS``); if it is gone, say why and close. False then."""
+        try:
+            access = await database_sync_to_async(stream_access_refresh)(self.access)
+            self.check_access(access)
+        except SwitchboardError as error:
+            await self.send_json(error.as_dict())
+            await self.close(code=CLOSE_CODES.get(error.status, 4400))
+            return False
+        self.access = access
+        return True
+
+    def check_access(self, access: Access) -> None:
+        """What the stream needs of the caller beyond membership (none here; approvals need a member)."""
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
         # A binary, empty or non-JSON frame is answered like any bad frame; the connection stays open
@@ -162,6 +197,8 @@ class SessionConsumer(TenantConsumer):
                     f"Unknown frame type {content['type']!r}.",
                     {"types": sorted(self.COMMANDS)},
                 )
+            if content["type"] not in ("ping", "resume") and not await self.refresh_access():
+                return
             reply = await handler(self, content)
             if reply is not None:
                 if ref is not None:
@@ -260,9 +297,12 @@ class ApprovalsConsumer(TenantConsumer):
     changes are sent as events, so reviewers never miss one.
     """
 
-    async def on_connect(self) -> None:
-        if not self.access.has_role(Role.MEMBER):
+    def check_access(self, access: Access) -> None:
+        if not access.has_role(Role.MEMBER):
             raise SwitchboardError(ErrorCode.PERMISSION_DENIED, "Viewers cannot review approvals.")
+
+    async def on_connect(self) -> None:
+        self.check_access(self.access)
         from core.events import org_approvals_group
 
         self.group = org_approvals_group(self.access.organization.pk)
@@ -310,6 +350,8 @@ class ApprovalsConsumer(TenantConsumer):
     async def receive_json(self, content: Any, **kwargs) -> None:
         if isinstance(content, dict) and content.get("type") in ("tool_call.approve", "tool_call.reject"):
             ref = content.get("id")
+            if not await self.refresh_access():
+                return
             try:
                 reply = await SessionConsumer.cmd_tool_call_decide(self, content)
                 if ref is not None:

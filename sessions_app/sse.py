@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -20,7 +21,7 @@ from django.http import JsonResponse, StreamingHttpResponse
 from core.access import get_object_in_org
 from core.errors import ErrorCode, SwitchboardError
 from core.events import session_group
-from core.stream_auth import stream_access
+from core.stream_auth import stream_access, stream_access_refresh
 from core.streams import EventFeed
 from core.tenancy import tenant_context
 
@@ -66,14 +67,15 @@ async def session_stream(request, org_slug: str, session_id: str):
     except SwitchboardError as error:
         return JsonResponse(error.as_dict(), status=error.status)
     response = StreamingHttpResponse(
-        _events(access.organization, session, after), content_type="text/event-stream"
+        _events(access, session, after), content_type="text/event-stream"
     )
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
 
 
-async def _events(organization, session, after: int):
+async def _events(access, session, after: int):
+    organization = access.organization
     layer = get_channel_layer()
     channel = await layer.new_channel()
     group = session_group(session.pk)
@@ -95,7 +97,15 @@ async def _events(organization, session, after: int):
     tasks = [asyncio.create_task(receive_live()), asyncio.create_task(pump())]
     try:
         yield "retry: 2000\n\n"
+        checked = time.monotonic()
         while True:
+            if time.monotonic() - checked >= settings.STREAM_ACCESS_RECHECK_SECONDS:
+                checked = time.monotonic()
+                try:  # a revoked key or a removed member is cut off, with the reason
+                    access = await database_sync_to_async(stream_access_refresh)(access)
+                except SwitchboardError as error:
+                    yield f"event: error\ndata: {json.dumps(error.as_dict())}\n\n"
+                    return
             try:
                 envelope = await asyncio.wait_for(out.get(), timeout=settings.SSE_HEARTBEAT_SECONDS)
             except TimeoutError:

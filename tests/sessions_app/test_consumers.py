@@ -712,3 +712,49 @@ def test_approvals_feed_answers_bad_frames(world):
         await ws.disconnect()
 
     run_async(scenario)
+
+
+# --- access is checked again while the stream stays open ---------------------------------------------------
+
+
+def test_a_key_revoked_while_connected_can_send_nothing_more(world, issue_key):
+    from core.api_keys import api_key_revoke
+    from core.models import ApiKey
+
+    secret = issue_key(world.a)
+
+    def revoke():
+        api_key_revoke(ApiKey.all_tenants_unsafe.get(prefix=secret.split("_")[1]))
+
+    async def scenario():
+        ws = await connect(ws_path(world.a), bearer(secret))
+        await database_sync_to_async(revoke)()
+        await ws.send_json_to({"type": "message.send", "content": "Still here?", "id": "late"})
+        frames = await frames_until(ws, lambda f: "error" in f)
+        assert frames[-1]["error"]["code"] == "AUTHENTICATION_FAILED"
+        assert await ws.receive_output(timeout=WAIT) == {"type": "websocket.close", "code": 4401}
+        await ws.disconnect(code=4401, timeout=WAIT)
+
+    run_async(scenario)
+    with tenant_context(world.a.org):
+        assert not Message.objects.filter(content="Still here?").exists()
+
+
+def test_a_member_removed_while_watching_is_cut_off(world, settings):
+    from core.models import Membership
+
+    settings.STREAM_ACCESS_RECHECK_SECONDS = 0.2
+    headers = cookie_headers(world.a.member)
+
+    def remove():
+        Membership.all_tenants_unsafe.filter(organization=world.a.org, user=world.a.member).delete()
+
+    async def scenario():
+        ws = await connect(ws_path(world.a), headers)
+        await database_sync_to_async(remove)()
+        frames = await frames_until(ws, lambda f: "error" in f)
+        assert frames[-1]["error"]["code"] == "ORGANIZATION_NOT_FOUND"
+        assert await ws.receive_output(timeout=WAIT) == {"type": "websocket.close", "code": 4404}
+        await ws.disconnect(code=4404, timeout=WAIT)
+
+    run_async(scenario)

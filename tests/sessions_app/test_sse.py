@@ -322,3 +322,27 @@ def test_bad_resume_points_are_validation_errors(world, issue_key):
             assert_error(await stream.body(), "VALIDATION_ERROR")
 
     run_async(scenario)
+
+
+def test_a_key_revoked_while_streaming_ends_the_stream_with_the_reason(world, issue_key, settings):
+    from core.api_keys import api_key_revoke
+    from core.models import ApiKey
+
+    settings.SSE_HEARTBEAT_SECONDS = 0.05
+    settings.STREAM_ACCESS_RECHECK_SECONDS = 0.1
+    secret = issue_key(world.a)
+
+    def revoke():
+        api_key_revoke(ApiKey.all_tenants_unsafe.get(prefix=secret.split("_")[1]))
+
+    async def scenario():
+        stream = await SSEStream(stream_path(world.a), "", bearer(secret)).open()
+        assert await stream.next() == {"retry": "2000"}
+        await database_sync_to_async(revoke)()
+        block = await stream.event()
+        assert block["event"] == "error"
+        assert json.loads(block["data"])["error"]["code"] == "AUTHENTICATION_FAILED"
+        await stream.body()  # the stream ends
+        assert not stream.more
+
+    run_async(scenario)
