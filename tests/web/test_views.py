@@ -8,13 +8,16 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from core.models import Organization
+from core.api_keys import api_key_issue
+from core.models import ApiKey, Organization
 from core.tenancy import tenant_context
 from history_app.models import Bookmark
-from sessions_app.models import Message, MessageRole
+from history_app.services.bookmarks import bookmark_create
+from sessions_app.models import Message, MessageRole, Session
 from sessions_app.services.catalog import provider_credential_save
 from sessions_app.services.messages import message_append
 from tests.conftest import make_user
+from tools_app.models import ExecSession, ToolCall
 from web.charts import bar_list_chart, column_chart
 from web.rendering import render_markdown, safe_color, text_color_for
 
@@ -355,3 +358,62 @@ def test_the_chat_header_says_when_replies_come_from_the_offline_demo_model(worl
         )
     page = client_as(world.a.member).get(org_url(world.a, f"sessions/{world.a.session.pk}/")).content.decode()
     assert 'id="session-model">· Model: ' in page and "Offline demo" not in page
+
+
+# Every page and form that names an object by id: (method, path, form data).
+OBJECT_ROUTES = [
+    ("post", "sessions/{session}/messages/", {"content": "hijack"}),
+    ("post", "sessions/{session}/messages/{message}/bookmark/", {}),
+    ("post", "sessions/{session}/messages/{message}/fork/", {}),
+    ("post", "sessions/{session}/cancel/", {}),
+    ("post", "sessions/{session}/rename/", {"name": "hijacked"}),
+    ("post", "sessions/{session}/tags/", {"tags": []}),
+    ("post", "sessions/{session}/suspend/", {}),
+    ("post", "sessions/{session}/resume/", {}),
+    ("post", "sessions/{session}/end/", {}),
+    ("get", "tool-calls/{call}/", {}),
+    ("post", "tool-calls/{call}/decide/", {"decision": "approve"}),
+    ("post", "bookmarks/{bookmark}/remove/", {}),
+    ("post", "keys/{key}/revoke/", {}),
+    ("get", "console/{exec}/", {}),
+    ("post", "console/{exec}/", {"code": "print(1)"}),
+    ("post", "console/{exec}/stop/", {}),
+]
+
+
+def test_another_organizations_objects_are_not_found_through_any_form(world, settings):
+    """An admin of organization B, naming organization A's objects (under B's URL, or A's, which B cannot
+    enter), gets 404 from every page and form, and A's objects stay as they were."""
+    settings.ENABLE_EXEC_SESSIONS = True
+    message = add(world.a, MessageRole.USER, "secret plans")
+    with tenant_context(world.a.org):
+        ids = {
+            "session": world.a.session.pk,
+            "message": message.pk,
+            "call": ToolCall.objects.create(
+                organization=world.a.org,
+                session=world.a.session,
+                tool_name="calculator",
+                requires_approval=True,
+            ).pk,
+            "bookmark": bookmark_create(
+                organization=world.a.org, user=world.a.member, session=world.a.session, message=message
+            ).pk,
+            "exec": ExecSession.objects.create(organization=world.a.org, mode="python").pk,
+        }
+    ids["key"] = api_key_issue(organization=world.a.org, name="a key").api_key.pk
+    client = client_as(world.b.admin)
+    for method, path, data in OBJECT_ROUTES:
+        filled = path.format(**ids)
+        for tenant in (world.b, world.a):
+            response = getattr(client, method)(org_url(tenant, filled), data)
+            assert response.status_code == 404, (tenant.slug, method, path, response.status_code)
+            assert b"secret plans" not in response.content
+    with tenant_context(world.a.org):
+        session = Session.objects.get(pk=world.a.session.pk)
+        assert session.name != "hijacked" and session.status == world.a.session.status
+        assert Message.objects.filter(session=session).count() == 1
+        assert ToolCall.objects.get(pk=ids["call"]).status == "pending"
+        assert Bookmark.objects.filter(pk=ids["bookmark"]).exists()
+        assert ExecSession.objects.get(pk=ids["exec"]).status == "running"
+    assert ApiKey.all_tenants_unsafe.get(pk=ids["key"]).is_active
