@@ -1,12 +1,24 @@
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 
 from core.admin_base import TenantScopedAdmin, TenantScopedTabularInline
 from core.errors import SwitchboardError
 from core.tenancy import tenant_context
 from history_app.admin import SessionStatisticsAdminMixin
-from sessions_app.models import Agent, Attachment, Message, Run, Session, SessionEvent, SessionTemplate, Tag
+from sessions_app.models import (
+    Agent,
+    Attachment,
+    Checkpoint,
+    Message,
+    ProviderCredential,
+    Run,
+    Session,
+    SessionEvent,
+    SessionTemplate,
+    Tag,
+)
 from sessions_app.services import lifecycle
 from tools_app.models import ToolCall
 
@@ -174,3 +186,70 @@ class SessionTemplateAdmin(TenantScopedAdmin):
     list_display = ["name", "organization", "agent", "is_system"]
     list_filter = ["is_system"]
     search_fields = ["name", "description"]
+
+
+class ProviderCredentialForm(forms.ModelForm):
+    """The API key is write-only: typed to set or rotate it, never shown; left empty, it stays. The
+    default flag is the service's to set (it takes it from the organization's other providers)."""
+
+    api_key = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Leave empty to keep the stored key. It is encrypted at rest and never shown again.",
+    )
+    base_url = forms.URLField(required=False, max_length=500, assume_scheme="https")
+    make_default = forms.BooleanField(
+        required=False, label="Default", help_text="The organization's default provider."
+    )
+
+    class Meta:
+        model = ProviderCredential
+        fields = [
+            "organization",
+            "name",
+            "kind",
+            "base_url",
+            "api_version",
+            "default_model",
+            "timeout_seconds",
+            "max_retries",
+        ]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["make_default"].initial = self.instance.is_default
+
+
+@admin.register(ProviderCredential)
+class ProviderCredentialAdmin(TenantScopedAdmin):
+    form = ProviderCredentialForm
+    list_display = ["name", "organization", "kind", "default_model", "is_default", "updated_at"]
+    list_filter = ["kind", "is_default"]
+    search_fields = ["name", "base_url"]
+
+    def save_model(self, request, obj, form, change) -> None:
+        """Through the catalog service: the key is encrypted, and one default per organization."""
+        from sessions_app.services.catalog import provider_credential_save
+
+        fields = {name: form.cleaned_data[name] for name in ProviderCredentialForm.Meta.fields}
+        fields["is_default"] = form.cleaned_data["make_default"]
+        organization = fields.pop("organization")
+        with tenant_context(organization):
+            saved = provider_credential_save(
+                obj if change else None,
+                organization=organization,
+                api_key=form.cleaned_data["api_key"] or None,
+                **fields,
+            )
+        obj.pk = saved.pk
+
+
+@admin.register(Checkpoint)
+class CheckpointAdmin(TenantScopedAdmin):
+    list_display = ["session", "name", "reason", "seq", "created_at", "organization"]
+    list_filter = ["reason"]
+    readonly_fields = ["session", "seq", "message_seq", "reason", "state", "created_by", "created_at"]
+    search_fields = ["name"]
+
+    def has_add_permission(self, request, *args) -> bool:
+        return False  # checkpoints are captured from a session (API or automatically after a run)

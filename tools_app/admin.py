@@ -5,7 +5,7 @@ from core.admin_base import TenantScopedAdmin, TenantScopedTabularInline
 from core.errors import SwitchboardError
 from core.models import Membership, Role
 from core.tenancy import tenant_context
-from tools_app.models import ExecSession, ExecSessionStatus, Execution, ToolCall, ToolCallStatus
+from tools_app.models import ExecSession, ExecSessionStatus, Execution, ToolCall, ToolCallStatus, ToolPolicy
 from tools_app.services.exec_sessions import exec_session_stop
 from tools_app.services.tool_calls import tool_call_decide
 
@@ -110,3 +110,12 @@ class ExecSessionAdmin(TenantScopedAdmin):
             except SwitchboardError as exc:
                 self.message_user(request, f"{exec_session}: {exc.message}", messages.WARNING)
         self.message_user(request, f"Stopped {stopped} execution session(s).")
+
+
+@admin.register(ToolPolicy)
+class ToolPolicyAdmin(TenantScopedAdmin):
+    """An organization's setting for one tool: enabled, and ``auto`` / ``manual`` / ``deny``."""
+
+    list_display = ["tool_name", "organization", "enabled", "policy", "updated_at"]
+    list_filter = ["enabled", "policy"]
+    search_fields = ["tool_name"]

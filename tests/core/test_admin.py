@@ -318,3 +318,51 @@ def test_admin_keeps_the_owner_rules_for_memberships(world, org_admin, client):
     r = client.post(change_url(owner), {"role": "member"})  # the organization's only owner
     assert r.status_code == 200 and "at least one owner" in str(r.context["adminform"].form.errors)
     assert membership_of(world.a, world.a.owner).role == "owner"
+
+
+def test_provider_credentials_in_admin_keep_the_key_encrypted_and_write_only(world, org_admin):
+    from core.crypto import decrypt
+    from sessions_app.models import ProviderCredential
+
+    fields = {
+        "organization": str(world.a.org.pk),
+        "kind": "compatible",
+        "base_url": "http://llm.internal/v1",
+        "api_version": "",
+        "default_model": "served",
+        "timeout_seconds": "30",
+        "max_retries": "1",
+        "make_default": "on",
+    }
+    r = org_admin.post(admin_url(ProviderCredential, "add"), {**fields, "name": "first", "api_key": "sk-one"})
+    assert r.status_code == 302, r.context["adminform"].form.errors if r.context else r
+    first = ProviderCredential.all_tenants_unsafe.get(name="first")
+    assert first.api_key_encrypted != "sk-one" and decrypt(first.api_key_encrypted) == "sk-one"
+    page = org_admin.get(change_url(first)).content.decode()
+    assert "sk-one" not in page and first.api_key_encrypted not in page
+
+    # A second default takes the flag; an empty key field keeps the stored key.
+    add = admin_url(ProviderCredential, "add")
+    r = org_admin.post(add, {**fields, "name": "second", "api_key": "sk-two"})
+    assert r.status_code == 302, r.context["adminform"].form.errors
+    assert org_admin.post(change_url(first), {**fields, "name": "first", "api_key": ""}).status_code == 302
+    first.refresh_from_db()
+    assert decrypt(first.api_key_encrypted) == "sk-one" and first.is_default
+    assert not ProviderCredential.all_tenants_unsafe.get(name="second").is_default
+
+    r = org_admin.post(admin_url(ProviderCredential, "add"), {**fields, "name": "first", "api_key": "x"})
+    assert r.status_code == 200 and "already exists" in str(r.context["adminform"].form.errors)
+    r = org_admin.post(
+        admin_url(ProviderCredential, "add"), {**fields, "organization": str(world.b.org.pk), "name": "b"}
+    )
+    assert r.status_code == 200 and "organization" in r.context["adminform"].form.errors
+
+
+@pytest.mark.parametrize("model_name", ["providercredential", "checkpoint", "toolpolicy"])
+def test_every_model_has_an_admin_scoped_to_the_organization(world, org_admin, model_name):
+    from django.apps import apps
+
+    model = next(m for m in apps.get_models() if m._meta.model_name == model_name)
+    r = org_admin.get(admin_url(model))
+    assert r.status_code == 200
+    assert set(r.context["cl"].queryset.values_list("organization_id", flat=True)) <= {world.a.org.pk}
