@@ -43,6 +43,7 @@ class MembershipAdmin(TenantScopedAdmin):
     list_filter = ["role"]
     search_fields = ["user__username", "user__email", "organization__name"]
     raw_id_fields = ["user"]
+    any_user_fields = ("user",)
 
     def get_readonly_fields(self, request, obj=None):
         return ("user", "organization") if obj is not None else ()

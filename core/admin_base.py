@@ -12,6 +12,7 @@ from functools import update_wrapper
 
 from django.contrib import admin
 from django.contrib.admin.utils import get_fields_from_path
+from django.contrib.auth import get_user_model
 from django.db import models
 
 from core.models import Membership, Organization, Role
@@ -74,6 +75,8 @@ def _limit(qs: models.QuerySet, org_ids: list[int] | None, shared: bool = False)
 class TenantScopedPermissions:
     """Permission checks by organization role, shared by model admins and inlines."""
 
+    any_user_fields: tuple[str, ...] = ()  # user fields that may name any account (adding a member)
+
     def _may(self, request, obj=None) -> bool:
         org_ids = managed_org_ids(request)
         if org_ids is None:
@@ -110,6 +113,11 @@ class TenantScopedPermissions:
         org_ids = managed_org_ids(request)
         if related is Organization or issubclass(related, TenantOwnedModel):
             kwargs["queryset"] = _limit(related._base_manager.all(), org_ids, shared=True)
+        if related is get_user_model() and org_ids is not None and db_field.name not in self.any_user_fields:
+            # People of the admin's organizations only: not every account on the platform.
+            kwargs["queryset"] = related._default_manager.filter(
+                pk__in=Membership.all_tenants_unsafe.filter(organization_id__in=org_ids).values("user_id")
+            )
         if related is Organization and org_ids is not None:
             # A row without an organization is a system preset every organization sees: only superusers
             # may make one. An organization's admin must pick one of their organizations.

@@ -366,3 +366,13 @@ def test_every_model_has_an_admin_scoped_to_the_organization(world, org_admin, m
     r = org_admin.get(admin_url(model))
     assert r.status_code == 200
     assert set(r.context["cl"].queryset.values_list("organization_id", flat=True)) <= {world.a.org.pk}
+
+
+def test_user_choices_list_only_the_organizations_people(world, org_admin):
+    stranger = make_user("someone-elsewhere")
+    form = org_admin.get(change_url(world.a.session)).context["adminform"].form
+    owners = set(form.fields["owner"].queryset)
+    assert world.a.member in owners and world.b.member not in owners and stranger not in owners
+    # Adding a member still takes any account (by id).
+    form = org_admin.get(admin_url(Membership, "add")).context["adminform"].form
+    assert stranger in set(form.fields["user"].queryset)
