@@ -22,10 +22,11 @@ from django.utils import timezone
 from core.errors import SwitchboardError
 from core.tenancy import tenant_context
 from tests.support.assertions import assert_error
+from tests.support.runtime import post_and_run, task_queue_fixture  # noqa: F401
 from tests.tools_app.exec_support import api_exec, api_start, exec_env, wait_until  # noqa: F401
 from tools_app.execution import MARKER_ENV, SandboxConfig, procutil, session_pids
 from tools_app.execution.host_client import ExecHostClient, HostError, host_process_alive
-from tools_app.models import ExecSession, ExecSessionStatus, Execution
+from tools_app.models import ExecSession, ExecSessionStatus, Execution, ToolCall, ToolPolicy
 from tools_app.services.exec_audit import activity_dir
 from tools_app.services.exec_sessions import (
     exec_session_execute,
@@ -385,3 +386,37 @@ def test_admin_lists_with_executions_and_stops(world, client):
     assert response.status_code == 200 and "Stopped 1 execution session(s)." in response.content.decode()
     assert (_row(world.a, row.pk).status, _row(world.a, row.pk).stop_reason) == ("stopped", "admin")
     assert session_pids(str(row.pk)) == []
+
+
+# -- the python and shell tools, called by the model ------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("task_queue")
+def test_the_model_runs_code_in_the_chat_sessions_sandbox_and_gets_the_output(world, llm, use_llm):
+    """Through the run's tool loop: the first ``python`` call starts the chat session's execution session,
+    the second finds the state the first left, and both outputs go back to the model."""
+    use_llm(world.a)
+    with tenant_context(world.a.org):
+        world.a.agent.tools = ["python", "shell"]
+        world.a.agent.save(update_fields=["tools"])
+        for name in ("python", "shell"):
+            ToolPolicy.objects.create(organization=world.a.org, tool_name=name, policy="auto")
+    llm.script.tool_call("python", {"code": "x = 6 * 7\nprint(x)"})
+    llm.script.tool_call("python", {"code": "print(x + 1)"})
+    llm.script.tool_call("shell", {"code": "echo from-shell"})
+    llm.script.reply("42, then 43.")
+    _, run = post_and_run(world.a, "Compute, please.")
+    assert run.status == "completed", (run.error_code, run.error_message)
+    with tenant_context(world.a.org):
+        calls = list(ToolCall.objects.filter(run=run).order_by("created_at"))
+        bound = ExecSession.objects.filter(session=world.a.session)
+        assert sorted(bound.values_list("mode", flat=True)) == ["python", "shell"]
+    assert [c.status for c in calls] == ["completed"] * 3
+    assert [c.result["output"] for c in calls] == ["42\n", "43\n", "from-shell\n"]
+    outputs = [
+        json.loads(m["content"])["output"]
+        for m in llm.chat_requests[-1].body["messages"]
+        if m["role"] == "tool"
+    ]
+    assert outputs == ["42\n", "43\n", "from-shell\n"]
