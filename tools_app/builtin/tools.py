@@ -64,6 +64,11 @@ def search_history(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# The python and shell tools' timeout: an execution's longest (300 s) and a little to wait for the chat
+# session's execution session if another call holds it, and for the host to answer.
+EXEC_TOOL_TIMEOUT_SECONDS = 310.0
+
+
 def _exec_tool(mode: str):
     def run(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         from tools_app.services.exec_sessions import exec_session_execute, exec_session_for_chat
@@ -72,7 +77,11 @@ def _exec_tool(mode: str):
             raise ToolFailed(f"The {mode} tool needs a chat session.")
         exec_session = exec_session_for_chat(ctx.session, mode, ctx.user)
         execution = exec_session_execute(
-            exec_session, args["code"], timeout=args.get("timeout"), tool_call=ctx.tool_call
+            exec_session,
+            args["code"],
+            timeout=args.get("timeout"),
+            tool_call=ctx.tool_call,
+            within=EXEC_TOOL_TIMEOUT_SECONDS,  # waiting for the session counts: nothing runs after it
         )
         return {
             "output": execution.output,
@@ -157,7 +166,7 @@ for _mode, _description in (
                 "additionalProperties": False,
             },
             handler=_exec_tool(_mode),
-            timeout=310,
+            timeout=EXEC_TOOL_TIMEOUT_SECONDS,
             side_effect=SideEffect.RUNS_CODE,
             default_policy="manual",
             requires=_exec_enabled,

@@ -59,6 +59,8 @@ logger = logging.getLogger(__name__)
 
 RUNNING = ExecSessionStatus.RUNNING
 MAX_CODE_CHARS = 1_000_000
+# Seconds kept, of a caller's time budget (``within``), for the host to stop an execution and answer.
+EXEC_ANSWER_MARGIN_SECONDS = 5.0
 MAX_TTL_SECONDS = 7 * 24 * 3600
 
 
@@ -190,7 +192,12 @@ def exec_session_start(
 
 
 def exec_session_execute(
-    exec_session: ExecSession, code: str, *, timeout: float | None = None, tool_call: ToolCall | None = None
+    exec_session: ExecSession,
+    code: str,
+    *,
+    timeout: float | None = None,
+    tool_call: ToolCall | None = None,
+    within: float | None = None,
 ) -> Execution:
     """Run ``code`` in the session's persistent context and record it (row + ``NN-exec.json``).
 
@@ -200,6 +207,10 @@ def exec_session_execute(
     ``SESSION_BUSY`` if another execution holds it for longer than ``EXEC_MAX_TIMEOUT_SECONDS``,
     ``TOOL_TIMEOUT`` if the host does not answer, ``VALIDATION_ERROR`` for bad code or timeout.
     Executions of one session are serialized by its host, which also numbers them.
+
+    ``within``: seconds the whole call may take, waiting for the session included (a tool's timeout):
+    the wait is cut so that a run that has to wait still ends in time, and code that could not start in
+    time is refused (``SESSION_BUSY``) rather than run after its caller stopped waiting for it.
     """
     exec_sessions_require_enabled()
     if not isinstance(code, str) or len(code) > MAX_CODE_CHARS:
@@ -213,10 +224,11 @@ def exec_session_execute(
         _require_local(current)
         # Marks the session in use for the reaper's idle check while a long execution runs.
         ExecSession.objects.filter(pk=current.pk).update(last_used_at=timezone.now())
+        wait = float(settings.EXEC_MAX_TIMEOUT_SECONDS)
+        if within is not None:
+            wait = max(0.0, min(wait, within - seconds - EXEC_ANSWER_MARGIN_SECONDS))
         try:
-            reply = ExecHostClient(current).exec(
-                code, timeout=seconds, wait=float(settings.EXEC_MAX_TIMEOUT_SECONDS)
-            )
+            reply = ExecHostClient(current).exec(code, timeout=seconds, wait=wait)
         except HostTimeout as exc:
             raise SwitchboardError(ErrorCode.TOOL_TIMEOUT, f"The execution session did not answer: {exc}")
         except HostError as exc:
