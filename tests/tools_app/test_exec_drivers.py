@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.runtime import wait_until
 from tools_app.execution import (
     DRIVERS,
     MARKER_ENV,
@@ -335,8 +336,13 @@ def test_probe_huge_file_is_stopped(session_factory: Callable[..., ExecutionDriv
 def test_probe_background_processes_die_with_stop(session_factory: Callable[..., ExecutionDriver]) -> None:
     sh = session_factory("shell")
     run_ok(sh, "sleep 1000 & setsid sleep 1001 & nohup sleep 1002 >/dev/null 2>&1 &")
-    pids = session_pids(sh.session_id)
-    assert len(pids) >= 5  # bwrap, its init, bash and the three sleeps
+    # Background jobs may still be starting when the command returns: wait until all are there.
+    def all_started():
+        found = session_pids(sh.session_id)
+        return found if len(found) >= 5 else None
+
+    pids = wait_until(all_started, what="bwrap, its init, bash and the three sleeps")
+    assert len(pids) >= 5
     sh.stop()
     assert procutil.wait_gone(pids, 5) == []
     assert session_pids(sh.session_id) == []
