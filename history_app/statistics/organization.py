@@ -29,13 +29,16 @@ class StatisticsRange:
 def _bound(value: str | None, name: str, *, end: bool) -> datetime | None:
     if not value:
         return None
-    parsed_datetime = parse_datetime(value) if "T" in value or " " in value else None
-    if parsed_datetime is not None:
-        return parsed_datetime if parsed_datetime.tzinfo else parsed_datetime.replace(tzinfo=UTC)
-    try:
-        day = parse_date(value)
+    try:  # a well-formed but impossible value (February 30th) raises ValueError
+        parsed_datetime = parse_datetime(value) if "T" in value or " " in value else None
+        day = None if parsed_datetime is not None else parse_date(value)
     except ValueError:
-        day = None
+        parsed_datetime = day = None
+    if parsed_datetime is not None:
+        # In UTC, as the days are counted: an offset would shift the range's days from the rows' days.
+        if parsed_datetime.tzinfo is None:
+            return parsed_datetime.replace(tzinfo=UTC)
+        return parsed_datetime.astimezone(UTC)
     if day is None:
         raise SwitchboardError(
             ErrorCode.VALIDATION_ERROR,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.utils import timezone
@@ -232,12 +232,27 @@ def test_organization_statistics_api_and_range(world, client_for, org_figures):
     [
         {"since": "yesterday"},
         {"until": "2026-13-45"},
+        {"since": "2026-02-30T10:00"},  # well-formed, but no such day
         {"since": "2026-03-02", "until": "2026-03-01"},
         {"since": "2020-01-01", "until": "2026-01-01"},
     ],
 )
 def test_bad_ranges_are_validation_errors(world, client_for, params):
     assert_error(client_for(world.a.viewer).get(world.a.url("statistics/"), params), 400, "VALIDATION_ERROR")
+
+
+def test_a_range_with_a_utc_offset_counts_days_in_utc(world, client_for):
+    """Rows are counted per UTC day, so the range's days are too, whatever offset the caller gives."""
+    late = add_message(world.a, "late at night in New York")
+    with tenant_context(world.a.org):
+        Message.objects.filter(pk=late.pk).update(created_at=datetime(2026, 3, 2, 2, 0, tzinfo=UTC))
+    evening = {"since": "2026-03-01T20:00:00-05:00", "until": "2026-03-01T23:00:00-05:00"}
+    r = client_for(world.a.viewer).get(world.a.url("statistics/"), evening)
+    assert r.status_code == 200, r.content
+    body = r.json()
+    assert body["messages"] == 1
+    assert [row["date"] for row in body["per_day"]] == ["2026-03-02"]
+    assert body["per_day"][0]["messages"] == 1
 
 
 def test_organization_figures_are_cached_until_an_event(world, org_figures):
