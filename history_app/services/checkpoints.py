@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from core.errors import ErrorCode, SwitchboardError, not_found
 from core.events import event_publish
+from core.models import Membership
 from sessions_app.models import (
     Attachment,
     Checkpoint,
@@ -269,8 +269,12 @@ def restore_messages(target: Session, state: dict[str, Any]) -> list[Message]:
     Sets ``target.last_message_seq``. Runs inside the caller's transaction.
     """
     org_id = target.organization_id
+    # A state may come from an imported file: its authors count only if they are this organization's
+    # members, and its files only if they are this organization's attachments (never another's).
     authors = {m["author"] for m in state.get("messages", []) if m.get("author")}
-    known_users = set(get_user_model().objects.filter(pk__in=authors).values_list("pk", flat=True))
+    known_users = set(Membership.objects.filter(user_id__in=authors).values_list("user_id", flat=True))
+    files = {a.get("file") for m in state.get("messages", []) for a in m.get("attachments", [])} - {None, ""}
+    own_files = set(Attachment.objects.filter(file__in=files).values_list("file", flat=True))
     messages = Message.objects.bulk_create(
         [
             Message(
@@ -322,7 +326,7 @@ def restore_messages(target: Session, state: dict[str, Any]) -> list[Message]:
             )
             for data, message in zip(state.get("messages", []), messages, strict=True)
             for a in data.get("attachments", [])
-            if a.get("file")
+            if a.get("file") in own_files
         ]
     )
     target.last_message_seq = max(by_seq, default=0)

@@ -259,3 +259,41 @@ def test_a_streaming_message_cannot_be_forked_from(world, history):
     with tenant_context(world.a.org), pytest.raises(SwitchboardError) as caught:
         session_fork(world.a.session, message=m)
     assert caught.value.code == "INVALID_STATE"
+
+
+def test_a_fork_takes_authors_and_files_only_from_its_own_organization(world, history):
+    """A checkpoint's state can come from an imported file: an author who is not a member and a file that
+    is not one of the organization's attachments (here world.a's) are not restored into the fork."""
+    with tenant_context(world.a.org):
+        foreign = Attachment.objects.get(message=history["m1"])
+    attachment = {
+        "filename": "q.txt",
+        "content_type": "text/plain",
+        "size": foreign.size,
+        "sha256": foreign.sha256,
+        "file": foreign.file.name,
+        "analysis": {},
+    }
+    message = {"role": "user", "status": "complete", "attachments": [attachment]}
+    state = {
+        "version": 1,
+        "config": {},
+        "tags": [],
+        "tool_calls": [],
+        "messages": [
+            {**message, "seq": 1, "content": "from outside", "author": world.a.member.pk},
+            {**message, "seq": 2, "content": "from inside", "author": world.b.member.pk},
+        ],
+    }
+    b = world.b
+    with tenant_context(b.org):
+        cp = Checkpoint.objects.create(
+            organization=b.org, session=b.session, seq=0, message_seq=2, state=state
+        )
+        fork = session_fork(b.session, checkpoint=cp)
+        restored = list(Message.objects.filter(session=fork).order_by("seq"))
+        assert Attachment.objects.filter(message__session=fork).count() == 0
+    assert [(m.content, m.author_id) for m in restored] == [
+        ("from outside", None),
+        ("from inside", world.b.member.pk),
+    ]
