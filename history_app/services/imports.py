@@ -101,6 +101,11 @@ def _when(data: dict[str, Any], key: str) -> datetime | None:
     return parse_when(data.get(key))
 
 
+def _settled(status: str) -> str:
+    # A reply still streaming when it was exported arrives ended, as its run does (and as in a fork).
+    return MessageStatus.CANCELLED if status == MessageStatus.STREAMING else status
+
+
 def _keep_timestamps(model, objects: list, values: list[datetime | None], field_name: str) -> None:
     # auto_now_add overwrites these on insert; put the exported times back in one statement.
     changed = []
@@ -191,7 +196,7 @@ def _write_session(
                 seq=r.data["seq"],
                 role=r.data["role"],
                 content=r.data["content"],
-                status=r.data.get("status") or MessageStatus.COMPLETE,
+                status=_settled(r.data.get("status") or MessageStatus.COMPLETE),
                 author=user(r.data.get("author")),
                 run_id=remap.new(r.data.get("run")),
                 prompt_tokens=r.data.get("prompt_tokens") or 0,

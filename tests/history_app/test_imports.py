@@ -159,6 +159,7 @@ def _ids(session, model):
 def test_active_runs_and_undecided_calls_arrive_as_history(world, client_for, rich):
     add_run(world.a, status="running")  # history, not work: arrives cancelled
     add_tool_call(world.a, status="pending", requires_approval=True)
+    add_message(world.a, "half a reply", role="assistant", status="streaming")  # and so does its reply
     data = export_jsonl(client_for(world.a.member), world.a, rich)
     r = post_file(client_for(world.a.member), world.a, data)
     copy = Session.all_tenants_unsafe.get(pk=r.json()["sessions"][0]["id"])
@@ -169,6 +170,8 @@ def test_active_runs_and_undecided_calls_arrive_as_history(world, client_for, ri
     assert "pending" not in set(
         ToolCall.all_tenants_unsafe.filter(session=copy).values_list("status", flat=True)
     )
+    reply = Message.all_tenants_unsafe.get(session=copy, content="half a reply")
+    assert reply.status == "cancelled"
 
 
 def test_many_sessions_in_one_file_keep_their_parent_link(world, client_for, rich):
