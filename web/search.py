@@ -11,6 +11,7 @@ from history_app.search.query import parse_query
 from web import selectors
 
 HITS_PER_PAGE = 20
+MAX_PAGE = 10_000
 
 
 def search_page(request: HttpRequest, filters: dict[str, str]) -> dict:
@@ -20,8 +21,8 @@ def search_page(request: HttpRequest, filters: dict[str, str]) -> dict:
         query = parse_query(filters["q"])
     except SwitchboardError as error:
         return {"error": error, "hits": []}
-    try:
-        page = max(1, int(request.GET.get("page", 1)))
+    try:  # bounded: a page past the last is empty, and a huge one would overflow the database's offset
+        page = min(max(1, int(request.GET.get("page", 1))), MAX_PAGE)
     except ValueError:
         page = 1
     narrowed = any(filters[key] for key in ("status", "agent", "tag"))

@@ -258,6 +258,24 @@ def test_api_key_secrets_are_only_in_the_response_that_created_them(world):
     assert secret not in client.get(org_url(world.a, "keys/")).content
 
 
+@pytest.mark.parametrize("days", ["99999999", "²", "7"])
+def test_an_expiry_not_offered_by_the_form_is_refused(world, days):
+    client = client_as(world.a.admin)
+    keys = org_url(world.a, "keys/")
+    form = {"name": "bot", "scopes": ["read"], "expires_in_days": days}
+    response = client.post(keys, form, HTTP_REFERER=keys)
+    assert response.status_code == 302 and response["Location"] == keys
+    assert b"Choose when the key expires" in client.get(keys).content
+    assert not ApiKey.all_tenants_unsafe.filter(organization=world.a.org, name="bot").exists()
+
+
+def test_a_search_page_far_past_the_last_is_empty_not_an_error(world):
+    add(world.a, "user", "a findable needle")
+    page = client_as(world.a.member).get(org_url(world.a, "sessions/"), {"q": "needle", "page": "9" * 20})
+    assert page.status_code == 200
+    assert "No messages match “needle”" in page.content.decode()
+
+
 def test_organization_switcher_lists_only_the_users_organizations(world):
     Organization.objects.create(name="Hidden Corp", slug="hidden")
     from core.models import Membership

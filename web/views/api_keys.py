@@ -41,7 +41,9 @@ def api_key_list(request: HttpRequest) -> HttpResponse:
     if not scopes or set(scopes) - set(ApiKeyScope.values):
         raise SwitchboardError(ErrorCode.VALIDATION_ERROR, "Choose at least one scope.")
     days = request.POST.get("expires_in_days", "")
-    expires_at = timezone.now() + timedelta(days=int(days)) if days.isdigit() else None
+    if days not in dict(EXPIRY_CHOICES):
+        raise SwitchboardError(ErrorCode.VALIDATION_ERROR, "Choose when the key expires from the list.")
+    expires_at = timezone.now() + timedelta(days=int(days)) if days else None
     issued = api_key_issue(
         organization=request.organization,
         name=name,
