@@ -2,8 +2,8 @@
 
 Limits are the agent's ``max_context_messages`` and ``max_context_tokens`` (tokens estimated offline).
 The newest message always goes in; older ones are added while they fit. An assistant turn that asked
-for tools and the tool results answering it are kept or dropped together, since a tool result
-without the call it answers is rejected by OpenAI-compatible servers.
+for tools and the tool results answering it are kept or dropped together, since OpenAI-compatible
+servers reject a tool result without the call it answers, and a call without its result.
 """
 
 from __future__ import annotations
@@ -52,15 +52,23 @@ def system_prompt(session: Session, agent: Agent) -> str:
 # The columns the context needs, read as plain rows: building model instances (and parsing their
 # timestamps) for up to ``max_context_messages`` messages cost more than the query itself, before every
 # model request.
-_CONTEXT_FIELDS = ("id", "role", "content", "metadata", "tool_call__run_id", "tool_call__call_id")
+_CONTEXT_FIELDS = (
+    "id",
+    "role",
+    "content",
+    "metadata",
+    "tool_call__run_id",
+    "tool_call__message_id",
+    "tool_call__call_id",
+)
 
 
 def _as_openai(message: dict[str, Any], agent: Agent) -> dict[str, Any]:
     """A message row (:data:`_CONTEXT_FIELDS` and ``has_attachments``) as the OpenAI API takes it."""
     role, content, metadata = message["role"], message["content"], message["metadata"] or {}
-    if role == MessageRole.TOOL and message["tool_call__run_id"] is None:
-        # A person ran the tool (directly, or with no call recorded): no model turn asked for it, so tell
-        # the model in plain words.
+    if role == MessageRole.TOOL and message["tool_call__run_id"] is message["tool_call__message_id"] is None:
+        # A person ran the tool (directly, or with no call recorded): no run and no reply asked for it, so
+        # tell the model in plain words. (A fork keeps the reply that asked, not the run.)
         name = metadata.get("tool_name", "a")
         return {"role": "user", "content": f"[A person ran the {name} tool directly. Result: {content}]"}
     if role == MessageRole.TOOL:
@@ -119,10 +127,30 @@ def build_context(session: Session, agent: Agent, *, turn: int | None = None) ->
         picked.append(item)
         used += cost
     picked.reverse()
-    # Drop tool results whose call was cut off, so the context starts on a whole turn.
-    while picked and picked[0]["role"] == "tool":
-        picked.pop(0)
-    return ([{"role": "system", "content": prompt}] if prompt else []) + picked
+    return ([{"role": "system", "content": prompt}] if prompt else []) + _whole_tool_turns(picked)
+
+
+def _whole_tool_turns(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Only the tool calls answered in ``items`` and only the answers to calls in them: OpenAI-compatible
+    servers reject an assistant turn whose calls go unanswered (a fork made between a call and its
+    result) and a result whose call is not there (cut off by the limits)."""
+    answered = {item["tool_call_id"] for item in items if item["role"] == "tool"}
+    asked: set[str] = set()
+    whole = []
+    for item in items:
+        if item["role"] == "assistant" and "tool_calls" in item:
+            calls = [call for call in item["tool_calls"] if call["id"] in answered]
+            asked.update(call["id"] for call in calls)
+            if calls:
+                item = {**item, "tool_calls": calls}
+            elif item["content"]:
+                item = {"role": "assistant", "content": item["content"]}
+            else:
+                continue  # it only asked for tools, and none of them was answered
+        elif item["role"] == "tool" and item["tool_call_id"] not in asked:
+            continue
+        whole.append(item)
+    return whole
 
 
 def _most_recent_turns(candidates, limit: int) -> list[dict[str, Any]]:

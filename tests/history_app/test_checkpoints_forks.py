@@ -297,3 +297,39 @@ def test_a_fork_takes_authors_and_files_only_from_its_own_organization(world, hi
         ("from outside", None),
         ("from inside", world.b.member.pk),
     ]
+
+
+def _tool_turns_are_whole(context: list[dict]) -> bool:
+    """Each call an assistant turn makes is answered right after it, and each result answers a call."""
+    open_calls: set[str] = set()
+    for item in context:
+        if item["role"] == "tool":
+            if item["tool_call_id"] not in open_calls:
+                return False
+            open_calls.discard(item["tool_call_id"])
+        elif open_calls:
+            return False
+        if item["role"] == "assistant":
+            open_calls = {call["id"] for call in item.get("tool_calls", [])}
+    return not open_calls
+
+
+@pytest.mark.parametrize("point", ["m2", "m3", "m4"])
+def test_a_fork_continues_with_a_context_the_model_accepts(world, history, point):
+    """The model's tool calls stay the model's in a fork (not a person's), and a fork made between a
+    call and its result leaves the call out of the context rather than unanswered."""
+    from sessions_app.runtime.context import build_context
+
+    asked_for = [{"id": "call_1", "name": "calculator", "arguments": '{"expression": "6*7"}'}]
+    with tenant_context(world.a.org):  # m2 is the model's reply that asked for the call
+        Message.objects.filter(pk=history["m2"].pk).update(metadata={"tool_calls": asked_for})
+        fork = session_fork(world.a.session, message=history[point])
+        context = build_context(fork, world.a.agent)
+    assert _tool_turns_are_whole(context), context
+    assert not any("ran the" in str(item.get("content")) for item in context)
+    asked = [item for item in context if item.get("tool_calls")]
+    if point == "m2":  # the call's result is not in the fork: the assistant's words stay, the call goes
+        assert not asked and context[-1] == {"role": "assistant", "content": "Let me calculate."}
+    else:
+        assert [call["id"] for call in asked[0]["tool_calls"]] == ["call_1"]
+        assert {"role": "tool", "tool_call_id": "call_1", "content": "42"} in context
