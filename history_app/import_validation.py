@@ -11,6 +11,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -18,16 +19,33 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import FieldDoesNotExist
+from django.db.models import CharField
 from django.utils.dateparse import parse_datetime
 
 from core.errors import ErrorCode, SwitchboardError
 from core.models import Organization
 from history_app.formats import FORMAT_NAME, FORMAT_VERSION, LINE_TYPES
 from sessions_app.config import validate_session_config
-from sessions_app.models import Agent, Checkpoint, MessageRole, MessageStatus, RunStatus, SessionStatus
-from tools_app.models import ToolCallStatus
+from sessions_app.models import (
+    Agent,
+    Attachment,
+    Checkpoint,
+    Message,
+    MessageRole,
+    MessageStatus,
+    Run,
+    RunStatus,
+    Session,
+    SessionEvent,
+    SessionStatus,
+)
+from tools_app.models import ToolCall, ToolCallStatus
 
 MAX_REPORTED_ERRORS = 20
+# Integers must fit the smallest integer column they go to (PostgreSQL's integer): seq numbers, attempts,
+# token counts and timings beyond it are not real exports, and would fail only when written.
+MAX_INT = 2**31 - 1
 
 # Field kinds: a Python type (None allowed when optional), "datetime", "id", or a tuple of choices.
 STR, INT, BOOL, DICT, LIST, ANY = str, int, bool, dict, list, object
@@ -182,13 +200,46 @@ def _check_fields(kind: str, data: dict[str, Any], line: int, errors: ImportErro
         elif isinstance(expected, tuple):
             ok = value in expected
         elif expected is INT:
-            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+            ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_INT
         elif expected is ANY:
             ok = True
         else:
             ok = isinstance(value, expected)
         if not ok:
             errors.add(line, f"{kind} line: {name!r} has an invalid value {_short(value)}.")
+        elif expected is STR and len(value) > _max_length(kind, name):
+            errors.add(line, f"{kind} line: {name!r} is longer than {_max_length(kind, name)} characters.")
+
+
+# The model each line kind is written to, and the column a field goes to where the names differ; the
+# columns' lengths bound the strings (names longer than their column are cut on import instead).
+_MODELS = {
+    "session": Session,
+    "run": Run,
+    "message": Message,
+    "attachment": Attachment,
+    "tool_call": ToolCall,
+    "event": SessionEvent,
+    "checkpoint": Checkpoint,
+}
+_COLUMNS = {("event", "event"): "type"}
+_CUT_ON_IMPORT = {
+    ("session", "name"),
+    ("checkpoint", "name"),
+    ("attachment", "filename"),
+    ("attachment", "content_type"),
+}
+
+
+def _max_length(kind: str, name: str) -> float:
+    model = _MODELS.get(kind)
+    if model is None or (kind, name) in _CUT_ON_IMPORT:
+        return math.inf
+    try:
+        column = model._meta.get_field(_COLUMNS.get((kind, name), name))
+    except FieldDoesNotExist:
+        return math.inf
+    return column.max_length if isinstance(column, CharField) and column.max_length else math.inf
 
 
 def _short(value: Any) -> str:

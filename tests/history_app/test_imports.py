@@ -235,9 +235,26 @@ def test_other_malformed_lines(world, client_for, good_file):
     lines = good_file.decode().splitlines()
     message_line = next(i for i, line in enumerate(lines, 1) if '"type":"message"' in line)
     message = json.loads(lines[message_line - 1])
+    event_line = next(i for i, line in enumerate(lines, 1) if '"type":"event"' in line)
+    event = json.loads(lines[event_line - 1])
+    run_line = next(i for i, line in enumerate(lines, 1) if '"type":"run"' in line)
+    run = json.loads(lines[run_line - 1])
     cases = [
         (broken(good_file, message_line, json.dumps({**message, "role": "robot"})), message_line, "'role'"),
         (broken(good_file, message_line, json.dumps({**message, "seq": -1})), message_line, "'seq'"),
+        # Past their columns: an integer beyond PostgreSQL's integer, a string beyond its column's length.
+        (broken(good_file, message_line, json.dumps({**message, "seq": 2**31})), message_line, "'seq'"),
+        (broken(good_file, message_line, json.dumps({**message, "seq": 2**64})), message_line, "'seq'"),
+        (
+            broken(good_file, event_line, json.dumps({**event, "event": "x" * 41})),
+            event_line,
+            "'event' is longer than 40",
+        ),
+        (
+            broken(good_file, run_line, json.dumps({**run, "provider": "p" * 41})),
+            run_line,
+            "'provider' is longer than 40",
+        ),
         (
             broken(
                 good_file,
@@ -259,7 +276,6 @@ def test_other_malformed_lines(world, client_for, good_file):
             "announces 2 sessions",
         ),
     ]
-    event_line = next(i for i, line in enumerate(lines, 1) if '"type":"event"' in line)
     without_first_event = "\n".join(lines[: event_line - 1] + lines[event_line:]) + "\n"
     cases.append((without_first_event.encode(), 2, "without gaps"))
     for data, line, fragment in cases:
