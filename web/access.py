@@ -33,7 +33,7 @@ def org_view(min_role: str = Role.VIEWER):
         @wraps(view)
         def wrapper(request: HttpRequest, org_slug: str, *args, **kwargs) -> HttpResponse:
             if not request.user.is_authenticated:
-                return redirect_to_login(request.get_full_path())
+                return to_sign_in(request)
             try:
                 access = resolve_access(org_slug, request.user)
             except SwitchboardError as error:
@@ -91,14 +91,39 @@ def error_response(request: HttpRequest, error: SwitchboardError) -> HttpRespons
     return render(request, "web/error.html", {"error": error}, status=error.status)
 
 
+def to_sign_in(request: HttpRequest) -> HttpResponse:
+    """A signed-out visitor goes to the sign-in page, and from there back to the page they were on.
+
+    For a form post or an htmx request that is the page it was sent from, not the address it was sent
+    to (which answers only a post, or only a fragment); and htmx loads the sign-in page whole
+    (``HX-Redirect``) instead of swapping it into the fragment it asked for."""
+    here = request.get_full_path()
+    if request.method != "GET" or getattr(request, "htmx", False):
+        here = _site_path(request, request.headers.get("HX-Current-URL")) or back_url(request)
+    response = redirect_to_login(here)
+    if getattr(request, "htmx", False):
+        redirect_to = HttpResponse(status=204)
+        redirect_to["HX-Redirect"] = response["Location"]
+        return redirect_to
+    return response
+
+
+def _site_path(request: HttpRequest, url: str | None) -> str | None:
+    """``url``'s path and query if it is a page of this site."""
+    if url and url_has_allowed_host_and_scheme(
+        url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        parsed = urlparse(url)
+        return parsed.path + (f"?{parsed.query}" if parsed.query else "")
+    return None
+
+
 def back_url(request: HttpRequest, default: str | None = None) -> str:
     """Where a form post returns to: ``next``, the referring page of this site, or ``default``."""
     for candidate in (request.POST.get("next"), request.headers.get("referer")):
-        if candidate and url_has_allowed_host_and_scheme(
-            candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-        ):
-            parsed = urlparse(candidate)
-            return parsed.path + (f"?{parsed.query}" if parsed.query else "")
+        path = _site_path(request, candidate)
+        if path:
+            return path
     if default:
         return default
     organization = getattr(request, "organization", None)

@@ -89,6 +89,22 @@ def test_signed_out_visitors_go_to_the_sign_in_page(world):
     assert response["Location"].startswith("/login/?next=/o/acme/sessions/")
 
 
+def test_a_signed_out_post_goes_to_sign_in_and_back_to_its_page_not_its_address(world):
+    """A form posted (or an htmx request sent) after signing out elsewhere: the sign-in page comes back to
+    the chat page, not to the address posted to (which answers only a post); htmx loads it whole."""
+    chat = org_url(world.a, f"sessions/{world.a.session.pk}/")
+    post_to = org_url(world.a, f"sessions/{world.a.session.pk}/messages/")
+    plain = Client().post(post_to, {"content": "hello"}, HTTP_REFERER=f"http://testserver{chat}")
+    assert plain.status_code == 302 and plain["Location"] == f"/login/?next={chat}"
+    htmx = Client().post(
+        post_to, {"content": "hello"}, HTTP_HX_REQUEST="true", HTTP_HX_CURRENT_URL=f"http://testserver{chat}"
+    )
+    assert htmx.status_code == 204 and htmx["HX-Redirect"] == f"/login/?next={chat}"
+    elsewhere = Client().post(post_to, {"content": "hello"}, HTTP_REFERER="https://evil.example/page")
+    assert elsewhere["Location"] == "/login/?next=/"
+    assert not Message.all_tenants_unsafe.filter(content="hello").exists()
+
+
 def test_the_front_door_picks_an_organization_or_says_there_is_none(world):
     assert client_as(world.a.member).get("/")["Location"] == "/o/acme/sessions/"
     lonely = make_user("lonely")
