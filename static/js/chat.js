@@ -48,10 +48,29 @@
 
   // --- helpers -----------------------------------------------------------------------------------------
 
-  function fetchFragment(url) {
-    return fetch(url, { credentials: "same-origin" }).then(function (response) {
-      return response.ok ? response.text() : null;
-    });
+  // The event that asked for a fragment is already behind the resume point, so a fragment the server
+  // could not give just now (a restart, a dropped network) is asked for again, with growing pauses.
+  // A definite answer (not found, forbidden) is final.
+  const FRAGMENT_ATTEMPTS = 8;
+  function fetchFragment(url, attempt) {
+    attempt = attempt || 1;
+    function again(failure) {
+      if (attempt >= FRAGMENT_ATTEMPTS) return failure();
+      return new Promise(function (resolve) {
+        setTimeout(resolve, Math.min(250 * 2 ** attempt, 5000));
+      }).then(function () {
+        return fetchFragment(url, attempt + 1);
+      });
+    }
+    return fetch(url, { credentials: "same-origin" }).then(
+      function (response) {
+        if (response.ok) return response.text();
+        return response.status >= 500 ? again(function () { return null; }) : null;
+      },
+      function (error) {
+        return again(function () { throw error; });
+      }
+    );
   }
 
   function toElement(html) {

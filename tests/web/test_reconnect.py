@@ -88,3 +88,29 @@ def test_a_retried_reply_starts_over_on_screen(page, tenant, sign_in):
 
     in_tenant(tenant, finish)
     expect(page.locator(FINISHED_ASSISTANT)).to_have_text("A fresh answer, complete.")
+
+
+def test_a_fragment_that_failed_to_load_is_asked_for_again(page, tenant, sign_in, llm):
+    """The first message fragment the page asks for after a live event fails (a dropped request): the
+    page asks again, so the message still appears, although its event is behind the resume point."""
+    failed: list[str] = []
+
+    def drop_the_first(route):
+        if route.request.method == "GET" and not failed:
+            failed.append(route.request.url)
+            route.abort()
+        else:
+            route.continue_()
+
+    page.route("**/messages/*/", drop_the_first)
+    llm.script.reply("Short and whole.")
+    session = make_session(tenant)
+    sign_in(tenant.member)
+    page.goto(tenant.path(f"sessions/{session.pk}/"))
+    expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    page.get_by_label("Message").fill("Say something short")
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator(".msg-user .markdown")).to_have_text("Say something short")
+    expect(page.locator(FINISHED_ASSISTANT)).to_have_text("Short and whole.")
+    assert failed
+    assert page.js_errors == []
