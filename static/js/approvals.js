@@ -10,9 +10,12 @@
   const connectionEl = document.getElementById("connection");
   const toolCallBase = root.dataset.toolCallBase;
   const DECIDED = ["tool_call.approved", "tool_call.rejected", "tool_call.completed", "tool_call.failed", "tool_call.decided"];
+  const PING_EVERY_MS = 20000;
+  const SILENCE_LIMIT_MS = 40000; // no frame at all for this long: the connection is dead (e.g. after sleep)
   let socket = null;
   let retries = 0;
   let retryTimer = null;
+  let lastHeard = Date.now();
 
   function setConnection(value, text) {
     connectionEl.dataset.state = value;
@@ -71,9 +74,12 @@
     socket = ws;
     ws.addEventListener("open", function () {
       retries = 0;
+      lastHeard = Date.now();
       setConnection("live", "Live");
     });
     ws.addEventListener("message", function (message) {
+      if (socket !== ws) return;
+      lastHeard = Date.now();
       try {
         onFrame(JSON.parse(message.data));
       } catch (error) {
@@ -87,16 +93,49 @@
         setConnection("closed", "Disconnected: sign in again or reload the page.");
         return;
       }
-      const delay = Math.min(10000, 500 * Math.pow(2, retries)) + Math.random() * 250;
-      retries += 1;
-      setConnection("reconnecting", "Reconnecting…");
-      retryTimer = setTimeout(connect, delay);
+      scheduleReconnect();
     });
   }
 
-  window.addEventListener("online", function () { if (!socket) connect(); });
+  function scheduleReconnect() {
+    clearTimeout(retryTimer);
+    const delay = Math.min(10000, 500 * Math.pow(2, retries)) + Math.random() * 250;
+    retries += 1;
+    setConnection("reconnecting", "Reconnecting…");
+    retryTimer = setTimeout(connect, delay);
+  }
+
+  function drop() {
+    // Give up on a connection that went quiet (a half-open socket after sleep says nothing, not even
+    // "closed"): reconnect, and the new connection's snapshot brings the inbox up to date.
+    const ws = socket;
+    if (!ws) return;
+    socket = null;
+    ws.close();
+    scheduleReconnect();
+  }
+
+  function reconnectNow() {
+    if (!socket) {
+      retries = 0;
+      connect();
+    }
+  }
+
   setInterval(function () {
-    if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: "ping" }));
-  }, 20000);
+    if (!socket || socket.readyState !== WebSocket.OPEN) return;
+    if (Date.now() - lastHeard > SILENCE_LIMIT_MS) {
+      drop();
+    } else {
+      socket.send(JSON.stringify({ type: "ping" }));
+    }
+  }, PING_EVERY_MS);
+  window.addEventListener("online", reconnectNow);
+  document.addEventListener("visibilitychange", function () {
+    if (document.visibilityState === "visible") reconnectNow();
+  });
   connect();
+
+  // Used by the browser tests to simulate a network drop.
+  window.SwitchboardApprovals = { drop: drop };
 })();

@@ -85,3 +85,33 @@ def test_viewers_see_pending_calls_without_the_buttons(page, tenant, sign_in, ll
     expect(card.get_by_text("Waiting for the session's owner or an admin to decide.")).to_be_visible()
     expect(card.get_by_role("button", name="Approve")).to_have_count(0)
     expect(page.get_by_label("Message")).to_have_count(0)
+
+
+def test_the_inbox_reconnects_when_its_connection_goes_quiet(page, tenant, sign_in, llm, page_as):
+    """A half-open connection (after the laptop slept) brings no frames and never closes: after 40 s of
+    silence the inbox connects again, and the new connection's snapshot shows the call that came."""
+    llm.script.tool_call("calculator", {"expression": "2+2"})
+    session = make_session(tenant, agent=tenant.manual_agent, name="Quiet case")
+    connections: list[bool] = []  # per connection: does it still pass frames?
+
+    def relay(ws):
+        server = ws.connect_to_server()
+        index = len(connections)
+        connections.append(True)
+        ws.on_message(lambda frame: server.send(frame) if connections[index] else None)
+        server.on_message(lambda frame: ws.send(frame) if connections[index] else None)
+
+    page.route_web_socket("**/approvals/", relay)
+    page.clock.install()
+    sign_in(tenant.owner)
+    page.goto(tenant.path("approvals/"))
+    expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    connections[0] = False  # the first connection goes quiet both ways, and stays open
+    send_message(page_as(tenant.member), tenant, session, "What is 2+2?")
+    page.clock.run_for(30_000)
+    expect(page.locator("#approvals .tool-call")).to_have_count(0)  # its frame was lost on the way
+    page.clock.run_for(35_000)  # silence past the limit: the inbox gives up on it and connects again
+    card = page.locator("#approvals .tool-call")
+    expect(card.locator(".tool-name")).to_have_text("calculator")
+    expect(card.get_by_role("link", name="in Quiet case")).to_be_visible()
+    assert len(connections) == 2
