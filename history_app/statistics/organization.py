@@ -176,10 +176,16 @@ def compute_organization_statistics(period: StatisticsRange) -> dict[str, Any]:
         "tool_calls": calls.count(),
         "approvals": {
             "total": approvals.count(),
+            # Every call waiting for a person ends in one of these: decided (approved or rejected), not
+            # decided in time (expired), or left undecided when its run ended first (withdrawn).
             "approved": approvals.filter(decided_at__isnull=False)
             .exclude(status=ToolCallStatus.REJECTED)
             .count(),
-            "rejected": approvals.filter(status=ToolCallStatus.REJECTED).count(),
+            "rejected": approvals.filter(status=ToolCallStatus.REJECTED, decided_at__isnull=False).count(),
+            "expired": approvals.filter(
+                status=ToolCallStatus.FAILED, decided_at__isnull=True, error_code=ErrorCode.APPROVAL_TIMEOUT
+            ).count(),
+            "withdrawn": approvals.filter(status=ToolCallStatus.REJECTED, decided_at__isnull=True).count(),
             "pending": approvals.filter(status=ToolCallStatus.PENDING).count(),
             "median_decision_seconds": median([(d - c).total_seconds() for c, d in decided]),
         },

@@ -154,6 +154,9 @@ def org_figures(world):
         add_tool_call(a, requires_approval=True, status=s) for s in ("completed", "rejected", "completed")
     ]
     add_tool_call(a, requires_approval=True, status="pending")
+    # Nobody decided: one expired, one was withdrawn when its run was cancelled.
+    add_tool_call(a, requires_approval=True, status="failed", error_code="APPROVAL_TIMEOUT")
+    add_tool_call(a, requires_approval=True, status="rejected", reason="The run was cancelled.")
     add_tool_call(a, ws, status="completed")  # no approval needed
     with tenant_context(a.org):
         for call, seconds in zip(calls, (10, 30, 20), strict=True):
@@ -180,13 +183,15 @@ def test_organization_statistics_match_the_hand_count(world, org_figures):
     assert stats["messages"] == 3
     assert stats["runs"] == 3
     assert stats["tokens"] == {"in": 60, "out": 6, "total": 66}
-    assert stats["tool_calls"] == 5
+    assert stats["tool_calls"] == 7
     assert stats["approvals"] == {
-        "total": 4,
+        "total": 6,
         "approved": 2,
         "rejected": 1,
+        "expired": 1,
+        "withdrawn": 1,
         "pending": 1,
-        "median_decision_seconds": 20.0,
+        "median_decision_seconds": 20.0,  # decisions by people only
     }
     assert stats["errors"] == {"total": 2, "by_code": {"LLM_ERROR": 1, "TOOL_TIMEOUT": 1}}
     per_agent = {row["agent"]: row for row in stats["per_agent"]}
@@ -198,7 +203,7 @@ def test_organization_statistics_match_the_hand_count(world, org_figures):
         "runs": 2,
         "tokens_in": 30,
         "tokens_out": 3,
-        "tool_calls": 4,
+        "tool_calls": 6,
         "errors": 1,
     }
     assert per_agent["writer"]["sessions"] == 1 and per_agent["writer"]["errors"] == 1
@@ -210,7 +215,7 @@ def test_organization_statistics_match_the_hand_count(world, org_figures):
         and per_day[org_figures["yesterday"]]["messages"] == 1
     )
     assert per_day[org_figures["yesterday"]]["runs"] == 1 and per_day[org_figures["yesterday"]]["errors"] == 1
-    assert per_day[org_figures["today"]]["messages"] == 2 and per_day[org_figures["today"]]["tool_calls"] == 5
+    assert per_day[org_figures["today"]]["messages"] == 2 and per_day[org_figures["today"]]["tool_calls"] == 7
     assert per_day[org_figures["today"]]["tokens_in"] == 30
 
 

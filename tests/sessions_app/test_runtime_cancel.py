@@ -124,6 +124,7 @@ def test_cancel_a_run_waiting_for_approval_needs_no_worker(world, llm, use_llm):
         call = ToolCall.objects.get(run=run)
     assert run.status == RunStatus.CANCELLED
     assert call.status == ToolCallStatus.REJECTED
+    assert call.decided_at is None  # nobody decided: statistics count it as withdrawn, not rejected
     assert "tool_call.rejected" in event_types(world.a, run=run)
     assert reload(world.a, world.a.session).runtime_state == RuntimeState.IDLE
 

@@ -320,12 +320,12 @@ def tool_calls_settle_cancelled(run: Run) -> None:
     and every call gets its ``tool`` answer. Call inside the transaction holding the run's lock."""
     from tools_app.services.tool_execution import tool_call_answer
 
-    now = timezone.now()
     calls = ToolCall.objects.select_for_update(of=("self",)).select_related("session", "run").filter(run=run)
     for call in calls.filter(status__in=[ToolCallStatus.PENDING, ToolCallStatus.APPROVED]):
         if call.status == ToolCallStatus.PENDING:
-            call.status, call.reason, call.decided_at = ToolCallStatus.REJECTED, "The run was cancelled.", now
-            call.save(update_fields=["status", "reason", "decided_at"])
+            # Not a decision: nobody decided (no decided_at), the run ended first.
+            call.status, call.reason = ToolCallStatus.REJECTED, "The run was cancelled."
+            call.save(update_fields=["status", "reason"])
             _publish(call, "tool_call.rejected")
         else:
             cancelled = "The run was cancelled; the call did not complete."
