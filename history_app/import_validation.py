@@ -150,6 +150,34 @@ SPEC: dict[str, dict[str, tuple[Any, bool]]] = {
         "created_by": (STR, False),
         "created_at": ("datetime", False),
     },
+    # Inside a checkpoint's ``state`` (what history_app/services/checkpoints.py captures and a fork
+    # restores): its messages, and the tool calls they made or answer.
+    "checkpoint message": {
+        "seq": (INT, True),
+        "role": (tuple(MessageRole.values), True),
+        "status": (tuple(MessageStatus.values), True),
+        "content": (STR, False),
+        "author": (INT, False),
+        "tool_call": (STR, False),
+        "prompt_tokens": (INT, False),
+        "completion_tokens": (INT, False),
+        "metadata": (DICT, False),
+        "attachments": (LIST, False),
+    },
+    "checkpoint tool call": {
+        "ref": (STR, True),
+        "message_seq": (INT, False),
+        "call_id": (STR, False),
+        "tool_name": (STR, True),
+        "arguments": (ANY, False),
+        "arguments_hash": (STR, False),
+        "status": (tuple(ToolCallStatus.values), True),
+        "requires_approval": (BOOL, False),
+        "result": (ANY, False),
+        "error_code": (STR, False),
+        "error_message": (STR, False),
+        "reason": (STR, False),
+    },
 }
 
 
@@ -214,6 +242,8 @@ def _check_fields(kind: str, data: dict[str, Any], line: int, errors: ImportErro
 # The model each line kind is written to, and the column a field goes to where the names differ; the
 # columns' lengths bound the strings (names longer than their column are cut on import instead).
 _MODELS = {
+    "checkpoint message": Message,
+    "checkpoint tool call": ToolCall,
     "session": Session,
     "run": Run,
     "message": Message,
@@ -240,6 +270,18 @@ def _max_length(kind: str, name: str) -> float:
     except FieldDoesNotExist:
         return math.inf
     return column.max_length if isinstance(column, CharField) and column.max_length else math.inf
+
+
+def _check_state(state: dict[str, Any], line: int, errors: ImportErrors) -> None:
+    """A checkpoint's state has the shape a fork restores: lists of messages and tool calls (or none,
+    when it refers to the session's own messages), each with the fields a fork reads."""
+    for key, kind in (("messages", "checkpoint message"), ("tool_calls", "checkpoint tool call")):
+        items = state.get(key, [])
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            errors.add(line, f"checkpoint line: state {key!r} must be a list of objects.")
+            continue
+        for item in items:
+            _check_fields(kind, item, line, errors)
 
 
 def _short(value: Any) -> str:
@@ -309,6 +351,8 @@ def parse_import(data: bytes, organization: Organization) -> list[SessionBlock]:
             errors.add(number, "only the first line may be a header.")
             continue
         _check_fields(kind, record, number, errors)
+        if kind == "checkpoint" and isinstance(record.get("state"), dict):
+            _check_state(record["state"], number, errors)
         if kind == "session":
             blocks.append(SessionBlock(line=number, data=record))
             continue

@@ -77,16 +77,7 @@ def _history_state(session: Session, up_to_message_seq: int | None) -> dict[str,
     calls = list(calls) + list(ToolCall.objects.filter(pk__in=answered).exclude(message_id__in=ids))
     attachments: dict[Any, list[dict[str, Any]]] = {}
     for a in Attachment.objects.filter(message_id__in=ids).order_by("created_at", "id"):
-        attachments.setdefault(a.message_id, []).append(
-            {
-                "filename": a.filename,
-                "content_type": a.content_type,
-                "size": a.size,
-                "sha256": a.sha256,
-                "file": a.file.name,
-                "analysis": a.analysis,
-            }
-        )
+        attachments.setdefault(a.message_id, []).append(attachment_state(a))
     return {
         "tool_calls": [
             {
@@ -112,6 +103,18 @@ def _history_state(session: Session, up_to_message_seq: int | None) -> dict[str,
             }
             for m in messages
         ],
+    }
+
+
+def attachment_state(a: Attachment) -> dict[str, Any]:
+    """An attachment as a checkpoint's state holds it: its stored file by name, not a copy."""
+    return {
+        "filename": a.filename,
+        "content_type": a.content_type,
+        "size": a.size,
+        "sha256": a.sha256,
+        "file": a.file.name,
+        "analysis": a.analysis,
     }
 
 

@@ -22,6 +22,7 @@ from django.db import transaction
 from core.errors import ErrorCode, SwitchboardError
 from core.models import Membership, Organization
 from history_app.import_validation import SessionBlock, parse_import, parse_when
+from history_app.services.checkpoints import attachment_state
 from sessions_app.config import validate_session_config
 from sessions_app.models import (
     RUN_TERMINAL_STATUSES,
@@ -226,7 +227,7 @@ def _write_session(
             triggered.append(run)
     if triggered:
         Run.objects.bulk_update(triggered, ["trigger_message"])
-    _write_attachments(block, org_id, remap)
+    attachments = _write_attachments(block, org_id, remap)
     event_objs = SessionEvent.objects.bulk_create(
         [
             SessionEvent(
@@ -251,7 +252,7 @@ def _write_session(
                 message_seq=r.data.get("message_seq") or 0,
                 reason=r.data.get("reason") or Checkpoint.Reason.MANUAL,
                 name=(r.data.get("name") or "")[:200],
-                state=remap.json(r.data["state"]),
+                state=_local_state(remap.json(r.data["state"]), message_objs, attachments),
                 created_by=user(r.data.get("created_by")),
             )
             for r in rows["checkpoint"]
@@ -293,7 +294,7 @@ def _tool_call(data: dict[str, Any], session: Session, remap: _Remap, user) -> T
     )
 
 
-def _write_attachments(block: SessionBlock, org_id: int, remap: _Remap) -> None:
+def _write_attachments(block: SessionBlock, org_id: int, remap: _Remap) -> list[Attachment]:
     objs = []
     for row in block.children["attachment"]:
         if row.line not in block.files:
@@ -317,3 +318,19 @@ def _write_attachments(block: SessionBlock, org_id: int, remap: _Remap) -> None:
         objs.append((attachment, _when(row.data, "created_at")))
     created = Attachment.objects.bulk_create([a for a, _ in objs])
     _keep_timestamps(Attachment, created, [when for _, when in objs], "created_at")
+    return created
+
+
+def _local_state(state: dict[str, Any], messages: list[Message], attachments: list[Attachment]) -> dict:
+    """A checkpoint's state as this organization holds it. The file's user ids and file paths are the
+    exporting instance's: each message's author and attachments become those of the imported message
+    with the same ``seq`` (none if there is no such message)."""
+    by_seq = {m.seq: m for m in messages}
+    files: dict[Any, list[dict[str, Any]]] = {}
+    for a in attachments:
+        files.setdefault(a.message_id, []).append(attachment_state(a))
+    for item in state.get("messages", []):
+        local = by_seq.get(item["seq"])
+        item["author"] = local.author_id if local is not None else None
+        item["attachments"] = files.get(local.pk, []) if local is not None else []
+    return state

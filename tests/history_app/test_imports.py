@@ -150,6 +150,47 @@ def test_an_import_lands_in_the_importing_organization_only(world, client_for, r
         assert Tag.objects.filter(name="keep", organization=world.b.org).exists()
 
 
+def test_a_copied_checkpoint_state_refers_to_the_importing_organization_only(world, client_for, rich):
+    """A checkpoint taken while a call waited holds a copy of the messages, with user ids and file paths
+    of the exporting organization: imported, they become the imported messages' authors and files, and a
+    fork from it gets the imported attachment, not the exporter's file."""
+    from history_app.services.checkpoints import session_fork
+
+    add_tool_call(world.a, status="pending", requires_approval=True)
+    with tenant_context(world.a.org):
+        copied = checkpoint_create(rich, name="while waiting")
+    assert not copied.state.get("by_reference")
+    assert any(m["author"] == world.a.member.pk for m in copied.state["messages"])
+    data = export_jsonl(client_for(world.a.member), world.a, rich)
+    r = post_file(client_for(world.b.member), world.b, data)
+    assert r.status_code == 201, r.content
+    copy = Session.all_tenants_unsafe.get(pk=r.json()["sessions"][0]["id"])
+    imported_file = Attachment.all_tenants_unsafe.get(message__session=copy).file.name
+    with tenant_context(world.b.org):
+        checkpoint = Checkpoint.objects.get(session=copy, name="while waiting")
+        state = checkpoint_state(checkpoint)
+        assert {m["author"] for m in state["messages"]} == {None}  # world.a's users are not world.b's
+        files = [a["file"] for m in state["messages"] for a in m["attachments"]]
+        assert files == [imported_file]
+        fork = session_fork(copy, checkpoint=checkpoint)
+        assert list(Attachment.objects.filter(message__session=fork).values_list("file", flat=True)) == [
+            imported_file
+        ]
+
+
+def test_a_checkpoint_state_a_fork_could_not_restore_is_refused(world, client_for, good_file):
+    lines = good_file.decode().splitlines()
+    line = next(i for i, text in enumerate(lines, 1) if '"type":"checkpoint"' in text)
+    checkpoint = json.loads(lines[line - 1])
+    for state, fragment in (
+        ({**checkpoint["state"], "messages": [{"role": "user", "status": "complete"}]}, "'seq' is required"),
+        ({**checkpoint["state"], "messages": "everything"}, "must be a list of objects"),
+        ({**checkpoint["state"], "tool_calls": [{"ref": "x", "status": "lost"}]}, "'status'"),
+    ):
+        data = broken(good_file, line, json.dumps({**checkpoint, "state": state}))
+        assert_rejected(world, client_for, data, line, fragment)
+
+
 def _ids(session, model):
     if model is Attachment:
         return Attachment.all_tenants_unsafe.filter(message__session=session).values("pk")
