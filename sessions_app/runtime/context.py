@@ -66,7 +66,8 @@ _CONTEXT_FIELDS = (
 def _as_openai(message: dict[str, Any], agent: Agent) -> dict[str, Any]:
     """A message row (:data:`_CONTEXT_FIELDS` and ``has_attachments``) as the OpenAI API takes it."""
     role, content, metadata = message["role"], message["content"], message["metadata"] or {}
-    if role == MessageRole.TOOL and message["tool_call__run_id"] is message["tool_call__message_id"] is None:
+    asked_by_model = message["tool_call__run_id"] or message["tool_call__message_id"]
+    if role == MessageRole.TOOL and not asked_by_model:
         # A person ran the tool (directly, or with no call recorded): no run and no reply asked for it, so
         # tell the model in plain words. (A fork keeps the reply that asked, not the run.)
         name = metadata.get("tool_name", "a")
