@@ -26,6 +26,7 @@ from django.utils.dateparse import parse_datetime
 from core.errors import ErrorCode, SwitchboardError
 from core.models import Organization
 from history_app.formats import FORMAT_NAME, FORMAT_VERSION, LINE_TYPES
+from history_app.services.checkpoints import TOOL_CALL_FIELDS
 from sessions_app.config import validate_session_config
 from sessions_app.models import (
     Agent,
@@ -150,34 +151,22 @@ SPEC: dict[str, dict[str, tuple[Any, bool]]] = {
         "created_by": (STR, False),
         "created_at": ("datetime", False),
     },
-    # Inside a checkpoint's ``state`` (what history_app/services/checkpoints.py captures and a fork
-    # restores): its messages, and the tool calls they made or answer.
-    "checkpoint message": {
-        "seq": (INT, True),
-        "role": (tuple(MessageRole.values), True),
-        "status": (tuple(MessageStatus.values), True),
-        "content": (STR, False),
-        "author": (INT, False),
-        "tool_call": (STR, False),
-        "prompt_tokens": (INT, False),
-        "completion_tokens": (INT, False),
-        "metadata": (DICT, False),
-        "attachments": (LIST, False),
-    },
-    "checkpoint tool call": {
-        "ref": (STR, True),
-        "message_seq": (INT, False),
-        "call_id": (STR, False),
-        "tool_name": (STR, True),
-        "arguments": (ANY, False),
-        "arguments_hash": (STR, False),
-        "status": (tuple(ToolCallStatus.values), True),
-        "requires_approval": (BOOL, False),
-        "result": (ANY, False),
-        "error_code": (STR, False),
-        "error_message": (STR, False),
-        "reason": (STR, False),
-    },
+}
+
+# Inside a checkpoint's ``state`` (what history_app/services/checkpoints.py captures and a fork restores):
+# its messages and the tool calls they made or answer, with the fields of their own lines where they match.
+_AS_IN_A_MESSAGE_LINE = ("seq", "role", "content", "prompt_tokens", "completion_tokens", "metadata")
+SPEC["checkpoint message"] = {
+    **{f: SPEC["message"][f] for f in _AS_IN_A_MESSAGE_LINE},
+    "status": (tuple(MessageStatus.values), True),
+    "author": (INT, False),  # a user id here, not a name
+    "tool_call": (STR, False),  # the answered call's ``ref``
+    "attachments": (LIST, False),
+}
+SPEC["checkpoint tool call"] = {
+    "ref": (STR, True),
+    "message_seq": (INT, False),
+    **{f: SPEC["tool_call"][f] for f in TOOL_CALL_FIELDS},
 }
 
 
