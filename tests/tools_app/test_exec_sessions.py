@@ -393,15 +393,18 @@ def test_code_that_cannot_start_within_its_callers_budget_is_refused_not_run_lat
     time is refused (SESSION_BUSY) and never runs after the caller gave up on it."""
     row = exec_session_start(organization=world.a.org, mode="python")
     client = ExecHostClient(row)
-    # The first execution holds the session until the test drops a file in its working directory.
-    hold = "import os, time\nwhile not os.path.exists('release'):\n    time.sleep(0.02)"
+    # The first execution holds the session until the test writes to a named pipe in its working
+    # directory: reading it blocks until then.
+    release = Path(row.workdir) / "release"
+    os.mkfifo(release)
+    hold = "open('release').read()"
     slow = threading.Thread(target=lambda: client.exec(hold, timeout=30, wait=0))
     slow.start()
     wait_until(lambda: client.ping()["busy"], what="the first execution to run")
     with pytest.raises(SwitchboardError) as refused:  # 12 s in all, 10 of them to run: 0 s left to wait
         exec_session_execute(row, "print('late')", timeout=10, within=12)
     assert refused.value.code == "SESSION_BUSY"
-    (Path(row.workdir) / "release").touch()
+    release.write_text("go")
     slow.join(timeout=30)
     assert not slow.is_alive()
     with tenant_context(world.a.org):
