@@ -22,6 +22,10 @@ from sessions_app.selectors import visible_tags, visible_templates
 from tools_app.models import ToolCall, ToolCallStatus
 
 CHAT_PAGE_MESSAGES = 200
+# A link to an older message (a search hit, a bookmark) loads every message after it, in pages of at most
+# this many, with a few before it for context.
+CHAT_JUMP_MESSAGES = 2000
+CHAT_JUMP_CONTEXT = 3
 
 
 def session_list(*, status: str = "", agent: str = "", tag: str = "", name: str = "") -> models.QuerySet:
@@ -72,13 +76,20 @@ def get_session(session_id) -> Session | None:
     return Session.objects.select_related("agent", "owner", "template").filter(pk=pk).first()
 
 
+def tool_calls_shown() -> models.QuerySet:
+    """Tool calls as their cards show them. A tool's result is shown on its call's card, not as a message
+    of its own, so each call brings the id of its result's message, which the card carries as an anchor:
+    a search hit or a bookmark on the result opens the chat at the card."""
+    results = Message.objects.filter(tool_call=models.OuterRef("pk"), role=MessageRole.TOOL).values("pk")
+    return ToolCall.objects.annotate(result_message_id=models.Subquery(results[:1]))
+
+
 def _messages_queryset(session: Session) -> models.QuerySet:
-    # Tool results are shown on their tool-call cards, not as messages of their own.
     return (
         Message.objects.filter(session=session)
         .exclude(role=MessageRole.TOOL)
         .select_related("run", "author")
-        .prefetch_related("attachments", models.Prefetch("tool_calls", queryset=ToolCall.objects.all()))
+        .prefetch_related("attachments", models.Prefetch("tool_calls", queryset=tool_calls_shown()))
     )
 
 
@@ -114,7 +125,7 @@ def chat_snapshot(session_id) -> ChatSnapshot | None:
         recent = list(_messages_queryset(session).order_by("-seq")[: CHAT_PAGE_MESSAGES + 1])
         has_earlier = len(recent) > CHAT_PAGE_MESSAGES
         messages = list(reversed(recent[:CHAT_PAGE_MESSAGES]))
-        loose = list(ToolCall.objects.filter(session=session, message__isnull=True).order_by("created_at"))
+        loose = list(tool_calls_shown().filter(session=session, message__isnull=True).order_by("created_at"))
         active = [
             str(pk)
             for pk in Run.objects.filter(session=session, status__in=RUN_ACTIVE_STATUSES).values_list(
@@ -133,12 +144,40 @@ def chat_snapshot(session_id) -> ChatSnapshot | None:
     )
 
 
-def messages_before(session: Session, before_seq: int) -> tuple[list[Message], bool]:
-    """An earlier page of the chat, oldest first, and whether there is more before it."""
-    rows = list(
-        _messages_queryset(session).filter(seq__lt=before_seq).order_by("-seq")[: CHAT_PAGE_MESSAGES + 1]
+def messages_before(
+    session: Session, before_seq: int, *, through_seq: int | None = None
+) -> tuple[list[Message], bool]:
+    """An earlier page of the chat, oldest first, and whether there is more before it. ``through_seq``:
+    the page reaches back to that message (and a few before it), up to ``CHAT_JUMP_MESSAGES``."""
+    earlier = _messages_queryset(session).filter(seq__lt=before_seq)
+    size = CHAT_PAGE_MESSAGES
+    if through_seq is not None:
+        between = earlier.filter(seq__gte=through_seq).count()
+        size = min(max(size, between + CHAT_JUMP_CONTEXT), CHAT_JUMP_MESSAGES)
+    rows = list(earlier.order_by("-seq")[: size + 1])
+    return list(reversed(rows[:size])), len(rows) > size
+
+
+def jump_seq(session: Session, anchor: str) -> int | None:
+    """Where the chat must reach back to to show ``anchor``, the id of a message's element (``m-<id>``)
+    or of a tool call's card (``tc-<id>``) in ``session``: the message's seq; for a card, or for a tool's
+    result (shown on its call's card), the seq of the reply that asked for the call. None if the session
+    has no such message or call, or if it shows on every page (a direct task and its result)."""
+    kind, _, value = anchor.partition("-")
+    pk = parse_uuid(value)
+    if pk is None or kind not in ("m", "tc"):
+        return None
+    if kind == "tc":
+        return ToolCall.objects.filter(session=session, pk=pk).values_list("message__seq", flat=True).first()
+    row = (
+        Message.objects.filter(session=session, pk=pk)
+        .values_list("role", "seq", "tool_call__message__seq")
+        .first()
     )
-    return list(reversed(rows[:CHAT_PAGE_MESSAGES])), len(rows) > CHAT_PAGE_MESSAGES
+    if row is None:
+        return None
+    role, seq, asking_seq = row
+    return asking_seq if role == MessageRole.TOOL else seq
 
 
 def active_runs(session: Session) -> list[Run]:
@@ -154,7 +193,7 @@ def tool_call_by_id(call_id) -> ToolCall | None:
     pk = parse_uuid(call_id)
     if pk is None:
         return None
-    return ToolCall.objects.select_related("session", "session__agent", "decided_by").filter(pk=pk).first()
+    return tool_calls_shown().select_related("session", "session__agent", "decided_by").filter(pk=pk).first()
 
 
 def pending_approvals() -> list[ToolCall]:

@@ -432,6 +432,51 @@
     if (document.visibilityState === "visible") reconnectNow();
   });
 
+  // --- a link to one message or tool call (a search hit, a bookmark, an approval) -----------------------------
+  // The page shows the latest messages. A linked element further back is brought in with every message
+  // after it (the server reaches back to it), then scrolled to. A tool's result has its anchor on its
+  // call's card.
+  const JUMP_PAGES = 25; // requests at most (the server gives up to a few thousand messages each)
+
+  function reveal(element) {
+    document.querySelectorAll(".jumped").forEach(function (shown) { shown.classList.remove("jumped"); });
+    const shown = element.closest(".msg, .tool-call") || element;
+    shown.classList.add("jumped");
+    shown.scrollIntoView({ block: "center" });
+  }
+
+  function jumpTo(anchor, pagesLeft) {
+    const element = document.getElementById(anchor);
+    if (element) return reveal(element);
+    const link = document.querySelector("#earlier a[hx-get]");
+    if (!link || pagesLeft <= 0) {
+      const note = document.createElement("p");
+      note.className = "flash flash-error";
+      note.setAttribute("role", "alert");
+      note.textContent = "The linked message is not in this session any more.";
+      errorsEl.replaceChildren(note);
+      return;
+    }
+    const url = link.getAttribute("hx-get") + "&to=" + encodeURIComponent(anchor);
+    return fetchFragment(url).then(function (html) {
+      const earlier = document.getElementById("earlier");
+      if (!html || !earlier) return;
+      const template = document.createElement("template");
+      template.innerHTML = html.trim();
+      const added = Array.from(template.content.children);
+      earlier.replaceWith(template.content);
+      added.forEach(activate);
+      return jumpTo(anchor, pagesLeft - 1);
+    });
+  }
+
+  function jumpToHash() {
+    const linked = /^#((?:m|tc)-[0-9a-f-]{36})$/.exec(location.hash);
+    if (linked) enqueue(function () { return jumpTo(linked[1], JUMP_PAGES); });
+  }
+  window.addEventListener("hashchange", jumpToHash);
+  jumpToHash();
+
   // --- the composer: Enter sends, Shift+Enter starts a new line ----------------------------------------------
 
   document.addEventListener("keydown", function (event) {

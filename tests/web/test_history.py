@@ -8,7 +8,7 @@ from pathlib import Path
 
 from playwright.sync_api import expect
 
-from tests.web.helpers import FINISHED_ASSISTANT, add_messages, make_session
+from tests.web.helpers import FINISHED_ASSISTANT, add_messages, in_tenant, make_session
 
 
 def test_search_finds_a_message_and_opens_it_in_its_session(page, tenant, sign_in):
@@ -37,6 +37,50 @@ def test_search_finds_a_message_and_opens_it_in_its_session(page, tenant, sign_i
     # The browser marks the fragment's element once the document is parsed, which under load can come
     # after the element's text is there: wait for it.
     expect(page.locator(":target")).to_have_id(f"m-{messages[1].pk}")
+
+
+def test_a_hit_on_an_old_message_or_a_tools_result_opens_the_chat_at_it(page, tenant, sign_in):
+    """The chat page shows the latest 200 messages: a hit further back, or on a tool's result (shown on
+    its call's card), loads the chat back to it and scrolls it into view."""
+    from sessions_app.services.messages import message_append
+    from tools_app.models import ToolCall
+
+    session = make_session(tenant, name="Long history")
+    first, asking = add_messages(
+        tenant, session, ("user", "Remember the saffron risotto"), ("assistant", "Checking the pantry")
+    )
+
+    def tool_result():
+        call = ToolCall.objects.create(
+            organization=tenant.org, session=session, message=asking, tool_name="pantry", status="completed"
+        )
+        return call, message_append(session, role="tool", content="turmeric and saffron", tool_call=call)
+
+    call, result = in_tenant(tenant, tool_result)
+    add_messages(tenant, session, *[("user" if i % 2 else "assistant", f"later {i}") for i in range(240)])
+    sign_in(tenant.member)
+    page.goto(tenant.path("sessions/"))
+    page.get_by_label("Search messages").fill("risotto")
+    page.get_by_label("Search messages").press("Enter")
+    page.locator(".hit").get_by_role("link").click()
+    target = page.locator(f"#m-{first.pk}")
+    expect(target).to_have_class(re.compile(r"\bjumped\b"))
+    expect(target).to_be_in_viewport()
+    expect(target).to_contain_text("Remember the saffron risotto")
+    expect(page.locator(".msg")).to_have_count(242)
+
+    card = page.locator(f"#tc-{call.pk}")
+    page.goto(tenant.path(f"sessions/{session.pk}/#m-{result.pk}"))  # on the same page: the hash changes
+    expect(card).to_have_class(re.compile(r"\bjumped\b"))
+    expect(target).not_to_have_class(re.compile(r"\bjumped\b"))
+    page.goto("about:blank")
+    page.goto(tenant.path(f"sessions/{session.pk}/#m-{result.pk}"))  # a fresh page
+    expect(card).to_have_class(re.compile(r"\bjumped\b"))
+    expect(card).to_be_in_viewport()
+    expect(card).to_contain_text("pantry")
+
+    page.goto(tenant.path(f"sessions/{session.pk}/#m-00000000-0000-0000-0000-000000000000"))
+    expect(page.locator("#run-errors")).to_contain_text("The linked message is not in this session any more.")
 
 
 def test_a_search_the_index_cannot_take_says_why(page, tenant, sign_in):

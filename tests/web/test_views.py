@@ -352,6 +352,47 @@ def test_long_sessions_show_the_latest_messages_and_load_earlier_ones(world, mon
     assert "message number 3" not in fragment and "Show earlier messages" not in fragment
 
 
+def test_a_link_to_an_older_message_or_tool_result_loads_the_chat_back_to_it(world, monkeypatch):
+    """A search hit or bookmark on a message older than the chat's first page: the earlier page asked
+    with ``to`` reaches back to it (and a little before). A tool's result is shown on its call's card,
+    which carries the result's anchor, so a link to the result reaches back to the reply that asked."""
+    from web import selectors
+
+    monkeypatch.setattr(selectors, "CHAT_PAGE_MESSAGES", 3)
+    monkeypatch.setattr(selectors, "CHAT_JUMP_CONTEXT", 1)
+    early = [add(world.a, MessageRole.USER, f"early message {i}") for i in range(1, 4)]
+    asking = add(world.a, MessageRole.ASSISTANT, "let me calculate")
+    with tenant_context(world.a.org):
+        call = ToolCall.objects.create(
+            organization=world.a.org, session=world.a.session, message=asking, tool_name="calculator"
+        )
+        result = message_append(world.a.session, role=MessageRole.TOOL, content="42", tool_call=call)
+    for i in range(1, 11):
+        add(world.a, MessageRole.USER, f"later message {i}")
+    client = client_as(world.a.member)
+    page = client.get(org_url(world.a, f"sessions/{world.a.session.pk}/")).content.decode()
+    assert "early message 2" not in page
+    earlier = re.search(r'hx-get="([^"]+before=\d+)"', page).group(1)
+
+    def reaching(anchor: str) -> str:
+        return client.get(f"{earlier}&to={anchor}", HTTP_HX_REQUEST="true").content.decode()
+
+    to_message = reaching(f"m-{early[1].pk}")
+    assert f'id="m-{early[0].pk}"' in to_message  # one message of context before it
+    assert f'id="m-{early[1].pk}"' in to_message and "later message 7" in to_message
+    assert "Show earlier messages" not in to_message
+    for anchor in (f"m-{result.pk}", f"tc-{call.pk}"):
+        to_card = reaching(anchor)
+        assert f'id="m-{early[2].pk}"' in to_card and f'id="m-{early[1].pk}"' not in to_card
+        assert f'id="tc-{call.pk}"' in to_card and f'<span class="anchor" id="m-{result.pk}">' in to_card
+        assert "Show earlier messages" in to_card
+    # Anything else (a malformed anchor, another organization's message) gives the ordinary page.
+    other = add(world.b, MessageRole.USER, "b's message")
+    for anchor in ("m-nonsense", f"m-{other.pk}", f"x-{early[0].pk}"):
+        ordinary = reaching(anchor)
+        assert ordinary.count('class="msg ') == 3 and "b&#x27;s message" not in ordinary
+
+
 def test_a_refused_message_is_explained_at_the_composer_which_keeps_the_text(world, settings):
     settings.MESSAGE_MAX_CHARS = 10
     response = client_as(world.a.member).post(

@@ -123,7 +123,10 @@ def messages_earlier(request: HttpRequest, session_id) -> HttpResponse:
         before = int(request.GET.get("before", "0"))
     except ValueError:
         before = 0
-    rows, has_more = selectors.messages_before(session, before)
+    # ``to``: the element the chat was linked to (a search hit, a bookmark, an approval), which this page
+    # must reach: ``m-<message id>`` or ``tc-<tool call id>``.
+    through = selectors.jump_seq(session, request.GET["to"]) if request.GET.get("to") else None
+    rows, has_more = selectors.messages_before(session, before, through_seq=through)
     context = {**message_context(request, session), "messages_list": rows, "has_earlier": has_more}
     return render(request, "web/chat/_earlier.html", context)
 
