@@ -24,9 +24,19 @@ class ToolCallAdmin(TenantScopedAdmin):
     ]
     list_filter = ["status", "tool_name", "requires_approval"]
     search_fields = ["tool_name", "session__id", "call_id"]
-    raw_id_fields = ["session", "message", "run", "decided_by"]
-    readonly_fields = ["arguments_hash", "approved_hash", "created_at"]
     actions = ["approve_calls", "reject_calls"]
+
+    # Every field of a call is state the runtime acts on: a status set by hand re-enqueues nothing (the
+    # run waits forever), and an edited tool name or arguments would run something nobody approved.
+    # So the page only shows a call; decisions go through the actions, which use the decision service.
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in ToolCall._meta.fields]
+
+    def has_add_permission(self, request, *args) -> bool:
+        return False  # calls come from runs and the API
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False  # view only: the change form cannot be saved (the actions need no change permission)
 
     @admin.action(description="Approve the selected pending tool calls")
     def approve_calls(self, request, queryset):

@@ -14,6 +14,7 @@ from core.tenancy import tenant_context
 from sessions_app.models import Run, RunStatus, RuntimeState
 from sessions_app.services.lifecycle import session_create
 from sessions_app.services.runs import run_claim, run_require_action, runs_reap
+from tests.conftest import make_user
 from tests.support.assertions import assert_error
 from tests.support.runtime import (
     event_types,
@@ -288,6 +289,43 @@ def test_django_admin_actions_decide_through_the_same_service(world, llm, manual
     _, (foreign,) = ask(world.b, llm, ("calculator", {"expression": "4"}))
     staff.post(url, {"action": "approve_calls", "_selected_action": [str(foreign.pk)]})
     assert reload(world.b, foreign).status == "pending"
+
+
+def test_the_django_admin_change_form_cannot_decide_or_rewrite_a_call(world, llm, manual):
+    run, (call,) = ask(manual, llm, ("calculator", {"expression": "1+1"}))
+    manual.admin.is_staff = True
+    manual.admin.save()
+    for user in (manual.admin, make_user("root", is_staff=True, is_superuser=True)):
+        staff = Client()
+        staff.force_login(user)
+        url = f"/admin/tools_app/toolcall/{call.pk}/change/"
+        page = staff.get(url)
+        assert page.status_code == 200
+        html = page.content.decode()
+        assert 'name="status"' not in html and 'name="tool_name"' not in html
+        assert 'name="arguments"' not in html and "1+1" in html  # shown, not editable
+        edited = {
+            "organization": str(manual.org.pk),
+            "session": str(call.session_id),
+            "run": str(call.run_id),
+            "tool_name": "test_transfer",
+            "arguments": json.dumps({"amount": 1000}),
+            "status": "approved",
+            "_save": "Save",
+        }
+        assert staff.post(url, edited).status_code == 403
+        unchanged = reload(manual, call)
+        assert (unchanged.status, unchanged.tool_name, unchanged.arguments) == (
+            "pending",
+            "calculator",
+            {"expression": "1+1"},
+        )
+        assert unchanged.decided_by is None and unchanged.approved_hash == ""
+        assert staff.get("/admin/tools_app/toolcall/add/").status_code == 403
+    assert reload(manual, run).status == RunStatus.REQUIRES_ACTION
+    # The decision actions still work on the page the change form is read from.
+    staff.post("/admin/tools_app/toolcall/", {"action": "approve_calls", "_selected_action": [str(call.pk)]})
+    assert reload(manual, call).status == "approved"
 
 
 def test_approval_rounds_do_not_use_up_the_retry_attempts(world, llm, manual, client_for, settings):
