@@ -32,7 +32,7 @@ class ToolCall(TenantOwnedModel):
     run = models.ForeignKey(
         "sessions_app.Run", on_delete=models.SET_NULL, null=True, blank=True, related_name="tool_calls"
     )
-    call_id = models.CharField(max_length=100, blank=True, help_text="The model's id for the call.")
+    call_id = models.TextField(blank=True, help_text="The model's id for the call (any length).")
     tool_name = models.CharField(max_length=100)
     arguments = models.JSONField(default=dict, blank=True)
     arguments_hash = models.CharField(max_length=64, blank=True)

@@ -72,3 +72,13 @@ def policy_for_direct_task(name: str, session) -> tuple[ToolSpec | None, str]:
         if usable.name == name:
             return spec, effective_policy(spec, org_policy, session.agent, effective_config(session))
     return spec, ToolPolicyChoice.DENY
+
+
+def call_allowed_now(call) -> bool:
+    """Whether the organization's settings still let a recorded call run: its tool enabled and not denied
+    and, for a model's call, still one of its agent's tools. Settings can change while a call waits for a
+    decision or for a worker."""
+    session = call.session
+    if call.run_id is None:
+        return policy_for_direct_task(call.tool_name, session)[1] != ToolPolicyChoice.DENY
+    return call.tool_name in tools_for_run(session, session.agent)

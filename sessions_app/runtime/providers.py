@@ -177,13 +177,13 @@ class OpenAIStream(CompletionStream):
                     if delta is None:
                         continue
                     if delta.content:
-                        yield Delta(text=delta.content)
+                        yield Delta(text=_storable(delta.content))
                     for tc in delta.tool_calls or []:
                         slot = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
-                        slot["id"] = tc.id or slot["id"]
+                        slot["id"] = _storable(tc.id or slot["id"])
                         if tc.function is not None:
-                            slot["name"] = tc.function.name or slot["name"]
-                            slot["arguments"] += tc.function.arguments or ""
+                            slot["name"] = _storable(tc.function.name or slot["name"])
+                            slot["arguments"] += _storable(tc.function.arguments or "")
         except SwitchboardError:
             raise
         except Exception as exc:
@@ -199,6 +199,11 @@ class OpenAIStream(CompletionStream):
                     for i, c in sorted(calls.items())
                 ]
             )
+
+
+def _storable(text: str) -> str:
+    """The model's text with any NUL character made U+FFFD: PostgreSQL stores no NUL in text."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
 # The stream whose request this thread is sending, for the HTTP client's request hook.

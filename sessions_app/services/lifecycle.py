@@ -155,13 +155,15 @@ def session_resume(session: Session) -> Session:
 def session_end(session: Session, reason: str = EndedReason.USER) -> Session:
     """created | active | suspended → ended (final), and its runs stop: queued and waiting runs are
     cancelled at once, a running one is flagged and its worker stops within a second, keeping its
-    partial reply. Row lock on the session."""
+    partial reply. Direct tasks that have not started will not. Row lock on the session."""
     from sessions_app.services.runs import run_cancel
+    from tools_app.services.tool_calls import direct_tasks_settle_ended
 
     with transaction.atomic():
         ended = _transition(session, "end", ended_reason=reason, ended_at=timezone.now())
         for run in Run.objects.filter(session=ended, status__in=RUN_ACTIVE_STATUSES).order_by("queued_at"):
             run_cancel(run)
+        direct_tasks_settle_ended(ended)
     return ended
 
 

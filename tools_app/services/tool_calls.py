@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import jsonschema
@@ -37,8 +39,57 @@ DECIDED = (ToolCallStatus.APPROVED, ToolCallStatus.REJECTED, ToolCallStatus.COMP
 
 
 def arguments_hash(arguments: Any) -> str:
-    canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = json.dumps(_as_stored(arguments), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _as_stored(value: Any) -> Any:
+    """``value`` as a JSON column gives it back: PostgreSQL's ``jsonb`` stores numbers as decimals, so a
+    float with an integral value comes back an integer (``1e16`` → ``10000000000000000``). Hashed this
+    way, the arguments hash the same before and after they are stored (an approval binds to the hash)."""
+    if isinstance(value, dict):
+        return {key: _as_stored(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_as_stored(item) for item in value]
+    if isinstance(value, float) and math.isfinite(value):
+        exact = Decimal(repr(value))
+        if exact == exact.to_integral_value():
+            return int(exact)
+    return value
+
+
+def json_unstorable(value: Any) -> str | None:
+    """Why ``value`` cannot be stored in a JSON column of every supported database, or None: PostgreSQL
+    refuses a NUL character in any string (key or value), and JSON has no NaN or Infinity."""
+    if isinstance(value, dict):
+        parts = [*value.keys(), *value.values()]
+    elif isinstance(value, list):
+        parts = value
+    elif isinstance(value, str):
+        return "a NUL character" if "\x00" in value else None
+    elif isinstance(value, float) and not math.isfinite(value):
+        return "NaN or Infinity"
+    else:
+        return None
+    for part in parts:
+        why = json_unstorable(part)
+        if why is not None:
+            return why
+    return None
+
+
+def json_storable(value: Any) -> Any:
+    """``value`` made storable (see :func:`json_unstorable`): NUL characters become U+FFFD, NaN and
+    Infinity become null. For what a tool returns, which is kept whatever it holds."""
+    if isinstance(value, dict):
+        return {json_storable(key): json_storable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_storable(item) for item in value]
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def tool_call_snapshot(call: ToolCall) -> dict[str, Any]:
@@ -82,21 +133,29 @@ def approval_timeout(session: Session) -> timedelta:
 # --- recording -----------------------------------------------------------------------------------------
 
 
-def _parse_arguments(
-    spec: ToolSpec | None, raw: str | dict
-) -> tuple[dict[str, Any], SwitchboardError | None]:
-    if isinstance(raw, dict):
-        arguments = raw
-    else:
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse_arguments(spec: ToolSpec | None, raw: Any) -> tuple[dict[str, Any], SwitchboardError | None]:
+    """The call's arguments, and what is wrong with them (then the call fails with that, and what was
+    sent is kept, made storable, under ``_raw``)."""
+    arguments = raw
+    if isinstance(raw, str) or raw is None:
         try:
-            arguments = json.loads(raw or "{}")
-        except json.JSONDecodeError as exc:
-            return {"_raw": raw}, SwitchboardError(
+            arguments = json.loads(raw or "{}", parse_constant=_no_constant)
+        except ValueError as exc:
+            return {"_raw": json_storable(raw)}, SwitchboardError(
                 ErrorCode.INVALID_TOOL_ARGS, f"Arguments are not JSON: {exc}"
             )
     if not isinstance(arguments, dict):
-        return {"_raw": arguments}, SwitchboardError(
+        return {"_raw": json_storable(arguments)}, SwitchboardError(
             ErrorCode.INVALID_TOOL_ARGS, "Arguments must be an object."
+        )
+    unstorable = json_unstorable(arguments)
+    if unstorable is not None:
+        return {"_raw": json_storable(arguments)}, SwitchboardError(
+            ErrorCode.INVALID_TOOL_ARGS, f"Arguments may not contain {unstorable}."
         )
     if spec is not None:
         try:
@@ -127,8 +186,9 @@ def tool_call_create(
         session=session,
         run=run,
         message=message,
-        call_id=call_id,
-        tool_name=name,
+        call_id=json_storable(call_id),
+        # No tool has a longer name: a longer one is a call to no tool, kept cut to the column.
+        tool_name=json_storable(name)[: ToolCall._meta.get_field("tool_name").max_length],
         arguments=arguments,
         arguments_hash=arguments_hash(arguments),
     )
@@ -158,7 +218,7 @@ def tool_call_create(
 
 def _fail(call: ToolCall, error: SwitchboardError) -> None:
     call.status = ToolCallStatus.FAILED
-    call.error_code, call.error_message = error.code.value, error.message
+    call.error_code, call.error_message = error.code.value, json_storable(error.message)
     call.completed_at = timezone.now()
     call.save()
     _publish(call, "tool_call.failed")
@@ -192,14 +252,28 @@ def tool_call_decide(call: ToolCall, *, approve: bool, access: Access, reason: s
 
     When it was the run's last pending call, the run is re-enqueued; a direct task is enqueued to run.
     """
+    from tools_app.policies import call_allowed_now
+
     check_may_decide(access, call.session)
     with transaction.atomic():
         call = _lock_for_decision(call.pk)
         if call.status != ToolCallStatus.PENDING:
             return call
+        now = timezone.now()
+        if call.expires_at is not None and call.expires_at <= now:  # before the expiry task came by
+            _expire(call)
+            return call
+        if approve and not call_allowed_now(call):  # the tool was disabled or denied while the call waited
+            call.status, call.decided_at = ToolCallStatus.REJECTED, now
+            call.error_code = ErrorCode.TOOL_DENIED
+            call.reason = "The tool was disabled or denied after the call was made."
+            call.save()
+            _publish(call, "tool_call.rejected")
+            _after_decision(call)
+            return call
         call.status = ToolCallStatus.APPROVED if approve else ToolCallStatus.REJECTED
         call.decided_by = access.user if getattr(access.user, "pk", None) else None
-        call.decided_at = timezone.now()
+        call.decided_at = now
         call.reason = (reason or "")[:2000]
         if approve:
             call.approved_hash = call.arguments_hash
@@ -207,6 +281,12 @@ def tool_call_decide(call: ToolCall, *, approve: bool, access: Access, reason: s
         _publish(call, "tool_call.approved" if approve else "tool_call.rejected")
         _after_decision(call)
     return call
+
+
+def _expire(call: ToolCall) -> None:
+    """A pending call past its deadline (locked) fails with ``APPROVAL_TIMEOUT``; its run continues."""
+    _fail(call, SwitchboardError(ErrorCode.APPROVAL_TIMEOUT, "Nobody decided in time; the call was not run."))
+    _after_decision(call)
 
 
 def _after_decision(call: ToolCall) -> None:
@@ -231,13 +311,21 @@ def direct_task_create(
 
     ``may_run_code``: the caller is an organization admin. Tools that run code (``python``, ``shell``)
     use execution sessions, which only admins may use directly; others get ``PERMISSION_DENIED``."""
+    from sessions_app.services.lifecycle import session_check_usable
     from tools_app.policies import policy_for_direct_task
     from tools_app.registry import SideEffect
     from tools_app.services.tool_execution import tool_call_answer
 
+    session_check_usable(session)
     spec, policy = policy_for_direct_task(name, session)
     if spec is None:
         raise SwitchboardError(ErrorCode.TOOL_NOT_FOUND, f"No tool named {name!r}.")
+    if not spec.available():  # the tools that need execution sessions, while they are off
+        raise SwitchboardError(
+            ErrorCode.EXEC_SESSIONS_DISABLED,
+            f"The {name} tool needs execution sessions, which are disabled on this server.",
+            {"tool": name},
+        )
     if spec.side_effect == SideEffect.RUNS_CODE and not may_run_code:
         raise SwitchboardError(
             ErrorCode.PERMISSION_DENIED,
@@ -251,6 +339,29 @@ def direct_task_create(
         elif call.status != ToolCallStatus.PENDING:
             tool_call_answer(call)
     return call
+
+
+def direct_tasks_settle_ended(session: Session) -> None:
+    """The session ended: its direct tasks still waiting for a decision are rejected, and approved ones
+    that have not started fail; each is answered in the session. (One already running finishes.) Call
+    inside the transaction that ends the session."""
+    from tools_app.services.tool_execution import tool_call_answer
+
+    waiting = ToolCall.objects.select_for_update(of=("self",)).select_related("session", "run")
+    waiting = waiting.filter(
+        session=session,
+        run__isnull=True,
+        status__in=[ToolCallStatus.PENDING, ToolCallStatus.APPROVED],
+        started_at__isnull=True,
+    )
+    for call in waiting.order_by("created_at"):
+        if call.status == ToolCallStatus.PENDING:  # not a decision: nobody decided, the session ended
+            call.status, call.reason = ToolCallStatus.REJECTED, "The session ended."
+            call.save(update_fields=["status", "reason"])
+            _publish(call, "tool_call.rejected")
+        else:
+            _fail(call, SwitchboardError(ErrorCode.TOOL_EXECUTION_FAILED, "The session ended before it ran."))
+        tool_call_answer(call)
 
 
 def tool_call_dispatch(call: ToolCall) -> None:
@@ -273,13 +384,8 @@ def tool_calls_expire() -> int:
     for stale in expired:
         with tenant_context(stale.organization), transaction.atomic():
             call = _lock_for_decision(stale.pk)
-            if call.status != ToolCallStatus.PENDING:
-                continue
-            _fail(
-                call,
-                SwitchboardError(ErrorCode.APPROVAL_TIMEOUT, "Nobody decided in time; the call was not run."),
-            )
-            _after_decision(call)
+            if call.status == ToolCallStatus.PENDING:
+                _expire(call)
     return len(expired)
 
 

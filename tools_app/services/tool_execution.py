@@ -22,8 +22,9 @@ from sessions_app.models import Message, MessageRole
 from sessions_app.services.messages import message_append
 from sessions_app.services.runs import CANCEL_CHECK_SECONDS
 from tools_app.models import ToolCall, ToolCallStatus
+from tools_app.policies import call_allowed_now
 from tools_app.registry import ToolContext, ToolSpec, get_tool
-from tools_app.services.tool_calls import _fail, _publish, arguments_hash
+from tools_app.services.tool_calls import _fail, _publish, arguments_hash, json_storable
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,10 @@ def tool_call_execute(
                     ErrorCode.APPROVAL_REJECTED, "The arguments changed after approval; the call was not run."
                 ),
             )
+            return call
+        if not call_allowed_now(call):
+            denied = "The tool was disabled or denied before the call ran."
+            _fail(call, SwitchboardError(ErrorCode.TOOL_DENIED, denied))
             return call
         call.started_at = timezone.now()
         call.save(update_fields=["started_at"])
@@ -135,7 +140,8 @@ def _run_with_timeout(
     if error is not None:
         logger.warning("tool %s raised", spec.name, exc_info=error)
         raise SwitchboardError(ErrorCode.TOOL_EXECUTION_FAILED, f"{spec.name} failed: {type(error).__name__}")
-    return json.loads(json.dumps(outcome.get("result"), default=str))  # stored as JSON: make it plain
+    # Stored as JSON: made plain, and storable whatever the tool returned (a NUL character in its output).
+    return json_storable(json.loads(json.dumps(outcome.get("result"), default=str)))
 
 
 def tool_result_text(call: ToolCall) -> str:
