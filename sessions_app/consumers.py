@@ -21,7 +21,6 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from core.access import Access, get_object_in_org
 from core.errors import ErrorCode, SwitchboardError
 from core.events import session_group
-from core.models import Role
 from core.stream_auth import stream_access, stream_access_refresh
 from core.streams import EventFeed
 from core.tenancy import tenant_context
@@ -95,7 +94,7 @@ class TenantConsumer(AsyncJsonWebsocketConsumer):
         return True
 
     def check_access(self, access: Access) -> None:
-        """What the stream needs of the caller beyond membership (none here; approvals need a member)."""
+        """What the stream needs of the caller beyond membership (none here; approvals: may approve)."""
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
         # A binary, empty or non-JSON frame is answered like any bad frame; the connection stays open
@@ -298,8 +297,11 @@ class ApprovalsConsumer(TenantConsumer):
     """
 
     def check_access(self, access: Access) -> None:
-        if not access.has_role(Role.MEMBER):
-            raise SwitchboardError(ErrorCode.PERMISSION_DENIED, "Viewers cannot review approvals.")
+        # The gate deciding over REST has (tool_calls.check_may_decide): people from member up, and API keys
+        # by their ``approve`` scope, not by the role their other scopes give (an approvals bot's key
+        # has only ``approve``; a read+write key without it may not decide).
+        if not access.may_approve():
+            raise SwitchboardError(ErrorCode.PERMISSION_DENIED, "You may not approve or reject tool calls.")
 
     async def on_connect(self) -> None:
         self.check_access(self.access)

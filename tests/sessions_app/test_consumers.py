@@ -26,6 +26,7 @@ from core.tenancy import tenant_context
 from sessions_app.models import Message, Run, RunStatus, SessionEvent
 from sessions_app.runtime.executor import run_execute
 from sessions_app.services.messages import message_post_user
+from tests.support.assertions import assert_error
 from tools_app.models import ToolCall, ToolCallStatus
 from tools_app.services.tool_calls import tool_call_create
 
@@ -694,6 +695,51 @@ def test_approvals_feed_refuses_viewers_and_strangers(world, issue_key):
         await refused(approvals_path(world.a), viewer, "PERMISSION_DENIED", 4403)
         await refused(approvals_path(world.a), stranger, "ORGANIZATION_NOT_FOUND", 4404)
         await refused(approvals_path(world.a), [], "AUTHENTICATION_REQUIRED", 4401)
+
+    run_async(scenario)
+
+
+def test_approvals_feed_admits_exactly_who_may_decide_over_rest(world, issue_key, client_for):
+    from sessions_app.services.lifecycle import session_create
+
+    tenant = world.a
+    with tenant_context(tenant.org):
+        admins_session = session_create(organization=tenant.org, agent=tenant.agent, owner=tenant.admin)
+        admins_call = tool_call_create(
+            session=admins_session, name="calculator", raw_arguments={"expression": "1+1"}, policy="manual"
+        )
+    members_call = pending_call(tenant, "2+2")  # in the member's own session
+    approve_only = issue_key(tenant, scopes=["approve"])  # an approvals bot's key, issued by the admin
+    read_write = issue_key(tenant, scopes=["read", "write"])
+    member_headers, viewer_headers = cookie_headers(tenant.member), cookie_headers(tenant.viewer)
+
+    # Over REST, the approve-only key reads the inbox and may decide; the read+write key and a viewer may not.
+    inbox = client_for(key=approve_only).get(tenant.url("tool-calls/?status=pending"))
+    assert {c["id"] for c in inbox.json()["results"]} == {str(admins_call.pk), str(members_call.pk)}
+    for client in (client_for(key=read_write), client_for(tenant.viewer)):
+        r = client.post(tenant.url(f"tool-calls/{members_call.pk}/approve/"), {}, format="json")
+        assert_error(r, 403, "PERMISSION_DENIED")
+
+    async def scenario():
+        pending = {str(admins_call.pk), str(members_call.pk)}
+        bot = await connect(approvals_path(tenant), bearer(approve_only))
+        snapshot = await bot.receive_json_from(timeout=WAIT)
+        assert snapshot["type"] == "approvals.snapshot"
+        assert {c["id"] for c in snapshot["pending"]} == pending
+        await bot.send_json_to({"type": "tool_call.approve", "tool_call": str(admins_call.pk)})
+        await frames_until(bot, lambda f: f.get("type") == "ack" and f["status"] == "approved")
+        await bot.disconnect()
+
+        member = await connect(approvals_path(tenant), member_headers)
+        snapshot = await member.receive_json_from(timeout=WAIT)
+        assert [c["id"] for c in snapshot["pending"]] == [str(members_call.pk)]
+        await member.send_json_to({"type": "tool_call.reject", "tool_call": str(members_call.pk)})
+        await frames_until(member, lambda f: f.get("type") == "ack" and f["status"] == "rejected")
+        await member.disconnect()
+
+        for headers in (bearer(read_write), viewer_headers):
+            frame = await refused(approvals_path(tenant), headers, "PERMISSION_DENIED", 4403)
+            assert frame["error"]["message"] == "You may not approve or reject tool calls."
 
     run_async(scenario)
 
