@@ -25,9 +25,14 @@ from tests.support.runtime import (
     run_now,
     task_queue_fixture,  # noqa: F401
 )
-from tools_app.models import ToolCall
+from tools_app.models import ToolCall, ToolPolicy
 from tools_app.registry import ToolSpec, register, unregister
-from tools_app.services.tool_calls import tool_call_create, tool_call_decide, tool_calls_expire
+from tools_app.services.tool_calls import (
+    arguments_hash,
+    tool_call_create,
+    tool_call_decide,
+    tool_calls_expire,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("task_queue")]
 
@@ -411,3 +416,108 @@ def test_a_worker_lost_while_recording_the_calls_leaves_no_call_unanswered(world
     answered = tool_messages(llm.chat_requests[-1])
     answers = {m["tool_call_id"]: json.loads(m["content"])["result"] for m in answered}
     assert answers == {"call_a": 42, "call_b": 2}
+
+
+# --- settings and deadlines that change while a call waits ------------------------------------------------
+
+
+def deny_tool(tenant, name: str, **setting) -> None:
+    """An organization admin turns a tool off (or denies it) in the organization's tool settings."""
+    with tenant_context(tenant.org):
+        ToolPolicy.objects.update_or_create(
+            organization=tenant.org, tool_name=name, defaults={"enabled": False, "policy": "deny", **setting}
+        )
+
+
+@pytest.mark.parametrize("setting", [{"enabled": False, "policy": "manual"}, {"enabled": True}])
+def test_a_tool_turned_off_while_its_call_waits_cannot_be_approved(
+    world, llm, manual, client_for, side_effects, setting
+):
+    run, (call,) = ask(manual, llm, ("test_transfer", {"amount": 5}))
+    deny_tool(manual, "test_transfer", **setting)
+    approved = decide(client_for(manual.member), manual, call, "approve")
+    assert approved.status_code == 200
+    assert (approved.json()["status"], approved.json()["error_code"]) == ("rejected", "TOOL_DENIED")
+    assert reload(manual, run).status == RunStatus.QUEUED  # the run goes on, and the model hears why
+    llm.script.reply("That tool is off now.")
+    assert run_now(manual, run).status == RunStatus.COMPLETED
+    assert side_effects == []
+    (answer,) = tool_messages(llm.chat_requests[-1])
+    assert "TOOL_DENIED" in answer["content"]
+
+
+def test_a_tool_turned_off_after_approval_does_not_run(world, llm, manual, client_for, side_effects):
+    run, (call,) = ask(manual, llm, ("test_transfer", {"amount": 5}))
+    assert decide(client_for(manual.member), manual, call, "approve").json()["status"] == "approved"
+    deny_tool(manual, "test_transfer")  # before a worker takes the run again
+    llm.script.reply("It did not run.")
+    assert run_now(manual, run).status == RunStatus.COMPLETED
+    assert side_effects == []
+    call = reload(manual, call)
+    assert (call.status, call.error_code, call.started_at) == ("failed", "TOOL_DENIED", None)
+
+
+def test_approving_after_the_deadline_expires_the_call_instead(world, llm, manual, client_for, side_effects):
+    """The expiry task runs once a minute: a decision that comes after the deadline but before the task
+    finds the call expired, as the task would have."""
+    run, (call,) = ask(manual, llm, ("test_transfer", {"amount": 5}))
+    with tenant_context(manual.org):
+        ToolCall.objects.filter(pk=call.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    late = decide(client_for(manual.member), manual, call, "approve")
+    assert late.status_code == 200
+    assert (late.json()["status"], late.json()["error_code"]) == ("failed", "APPROVAL_TIMEOUT")
+    assert reload(manual, run).status == RunStatus.QUEUED
+    llm.script.reply("Too late.")
+    assert run_now(manual, run).status == RunStatus.COMPLETED
+    assert side_effects == [] and tool_calls_expire() == 0
+
+
+def test_an_approval_binds_to_the_arguments_as_the_database_stores_them(
+    world, llm, manual, client_for, side_effects
+):
+    """PostgreSQL's jsonb gives ``1e16`` back as the integer 10000000000000000: the approved hash still
+    matches what is stored, so the approved call runs."""
+    assert arguments_hash({"amount": 1e16}) == arguments_hash({"amount": 10_000_000_000_000_000})
+    assert arguments_hash({"amount": [2.0]}) == arguments_hash({"amount": [2]})
+    assert arguments_hash({"amount": 2.5}) != arguments_hash({"amount": 2})
+    run, (call,) = ask(manual, llm, ("test_transfer", '{"amount": 1e16}'))
+    assert decide(client_for(manual.member), manual, call, "approve").json()["status"] == "approved"
+    llm.script.reply("Moved.")
+    assert run_now(manual, run).status == RunStatus.COMPLETED
+    assert reload(manual, call).status == "completed"
+    assert side_effects == [{"amount": 10_000_000_000_000_000}]
+
+
+def test_what_the_model_sends_that_a_database_cannot_store_goes_back_to_it_as_an_error(world, llm, use_llm):
+    """NaN, a NUL character, an over-long tool name or call id: the calls fail with a catalogue code
+    the model can act on (PostgreSQL refused to store them, which failed the whole run)."""
+    from tests.support.llm_server import ToolCall as AskedCall
+
+    use_llm(world.a)
+    with tenant_context(world.a.org):
+        world.a.agent.tools = ["calculator"]
+        world.a.agent.save()
+    long_id = "call_" + "x" * 300
+    llm.script.tool_calls(
+        AskedCall("calculator", '{"expression": NaN}', id="call_nan"),
+        AskedCall("calculator", {"expression": "1+1\u0000"}, id="call_nul"),
+        AskedCall("t" * 150, {}, id="call_long_name"),
+        AskedCall("calculator", {"expression": "2+2"}, id=long_id),
+        content="Let me try\u0000 these.",
+    ).reply("Done.")
+    _, run = post_and_run(world.a, "Compute things.")
+    assert run.status == RunStatus.COMPLETED
+    with tenant_context(world.a.org):
+        calls = {c.call_id: c for c in ToolCall.objects.filter(run=run)}
+    assert (calls["call_nan"].status, calls["call_nan"].error_code) == ("failed", "INVALID_TOOL_ARGS")
+    assert calls["call_nan"].arguments == {"_raw": '{"expression": NaN}'}
+    assert calls["call_nul"].error_code == "INVALID_TOOL_ARGS"
+    assert calls["call_nul"].arguments == {"_raw": {"expression": "1+1\ufffd"}}
+    long_name = calls["call_long_name"]
+    assert long_name.error_code == "TOOL_NOT_FOUND" and long_name.tool_name == "t" * 100
+    assert calls[long_id].status == "completed"
+    answers = {m["tool_call_id"]: m["content"] for m in tool_messages(llm.chat_requests[-1])}
+    assert set(answers) == {"call_nan", "call_nul", "call_long_name", long_id}
+    assert json.loads(answers[long_id])["result"] == 4
+    reply = [m for m in llm.chat_requests[-1].body["messages"] if m["role"] == "assistant"][-1]
+    assert reply["content"] == "Let me try\ufffd these."

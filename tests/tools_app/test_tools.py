@@ -407,3 +407,71 @@ def test_a_direct_task_whose_worker_died_fails_and_is_answered(world, client_for
         message = Message.objects.get(tool_call=call)
     assert "not run twice" in json.loads(message.content)["error"]["message"]
     assert "tool_call.failed" in event_types(world.a)
+
+
+@pytest.mark.parametrize("arguments", [[1, 2], 5, True, 1.5, "[1]", '{"expression": NaN}'])
+def test_a_task_whose_arguments_are_not_an_object_is_recorded_as_invalid(world, client_for, arguments):
+    r = client_for(world.a.member).post(
+        tasks_url(world.a), {"tool": "calculator", "arguments": arguments}, format="json"
+    )
+    assert r.status_code == 201, r.content
+    assert (r.json()["status"], r.json()["error_code"]) == ("failed", "INVALID_TOOL_ARGS")
+
+
+def test_an_ended_session_takes_no_task_and_its_waiting_tasks_never_run(world, client_for, task_queue):
+    with tenant_context(world.a.org):
+        session_update(world.a.session, config={"approval_mode": "manual"})
+    client = client_for(world.a.member)
+    waiting = client.post(tasks_url(world.a), {"tool": "current_time"}, format="json").json()
+    approved = client.post(tasks_url(world.a), {"tool": "current_time"}, format="json").json()
+    client_for(world.a.admin).post(world.a.url(f"tool-calls/{approved['id']}/approve/"), {}, format="json")
+    ended = client.post(world.a.url(f"sessions/{world.a.session.pk}/end/"), {}, format="json")
+    assert ended.status_code == 200, ended.content
+
+    with tenant_context(world.a.org):
+        waiting_call, approved_call = (ToolCall.objects.get(pk=c["id"]) for c in (waiting, approved))
+        assert (waiting_call.status, waiting_call.reason) == ("rejected", "The session ended.")
+        assert (approved_call.status, approved_call.error_code) == ("failed", "TOOL_EXECUTION_FAILED")
+        answered = Message.objects.filter(role="tool", tool_call__in=[waiting_call, approved_call])
+        assert answered.count() == 2  # both outcomes are on the session's record
+    execute_dispatched(task_queue, world.a)  # the approval's queue task comes too late
+    assert reload(world.a, approved_call).started_at is None
+    late = client_for(world.a.admin).post(
+        world.a.url(f"tool-calls/{waiting['id']}/approve/"), {}, format="json"
+    )
+    assert late.json()["status"] == "rejected"
+
+    refused = client.post(tasks_url(world.a), {"tool": "current_time"}, format="json")
+    assert_error(refused, 400, "INVALID_STATE")
+    with tenant_context(world.a.org):
+        assert ToolCall.objects.count() == 2
+
+
+def test_a_code_task_while_execution_sessions_are_off_says_so(world, client_for, settings):
+    settings.ENABLE_EXEC_SESSIONS = False
+    for user in (world.a.admin, world.a.member):
+        r = client_for(user).post(
+            tasks_url(world.a), {"tool": "python", "arguments": {"code": "print(1)"}}, format="json"
+        )
+        assert_error(r, 403, "EXEC_SESSIONS_DISABLED")
+    with tenant_context(world.a.org):
+        assert not ToolCall.objects.exists() and not Message.objects.filter(role="tool").exists()
+
+
+def test_a_tool_result_a_database_cannot_store_is_kept_storable(world, client_for, task_queue):
+    """A tool's output may hold a NUL character or NaN (PostgreSQL refused to store either)."""
+    register(
+        ToolSpec(
+            name="test_raw_output",
+            description="Returns what a program printed.",
+            parameters={"type": "object", "properties": {}},
+            handler=lambda ctx, args: {"stdout": "a\u0000b", "ratio": float("nan")},
+        )
+    )
+    try:
+        body = client_for(world.a.member).post(tasks_url(world.a), {"tool": "test_raw_output"}, format="json")
+        execute_dispatched(task_queue, world.a)
+    finally:
+        unregister("test_raw_output")
+    call = reload(world.a, ToolCall(pk=body.json()["id"]))
+    assert (call.status, call.result) == ("completed", {"stdout": "a\ufffdb", "ratio": None})
