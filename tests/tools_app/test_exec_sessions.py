@@ -224,6 +224,37 @@ def test_reaper_stops_expired_and_idle_sessions(world):
     assert _row(world.a, fresh.pk).status == "running" and session_pids(str(fresh.pk))
 
 
+def test_reaper_does_not_stop_a_session_as_idle_while_an_execution_runs(world):
+    row = exec_session_start(organization=world.a.org, mode="python", idle_timeout_seconds=600)
+    exec_session_execute(row, "kept = 41")
+    client = ExecHostClient(row)
+    # An execution that holds the session until the test writes to a named pipe in its working directory.
+    release = Path(row.workdir) / "release"
+    os.mkfifo(release)
+    replies: list[dict] = []
+    slow = threading.Thread(
+        target=lambda: replies.append(client.exec("open('release').read()", timeout=60, wait=0))
+    )
+    slow.start()
+    wait_until(lambda: client.ping()["busy"], what="the execution to run")
+
+    def last_used_eleven_minutes_ago() -> None:  # as if the execution had started that long ago
+        with tenant_context(world.a.org):
+            ExecSession.objects.filter(pk=row.pk).update(last_used_at=timezone.now() - timedelta(minutes=11))
+
+    last_used_eleven_minutes_ago()
+    assert exec_sessions_reap()["stopped"] == []
+    assert _row(world.a, row.pk).status == "running" and host_process_alive(row.pid, str(row.pk))
+    release.write_text("go")
+    slow.join(timeout=30)
+    assert not slow.is_alive() and replies and replies[0]["result"]["context_lost"] is False
+    assert exec_session_execute(row, "kept + 1").output == "42\n"  # its context is still there
+
+    last_used_eleven_minutes_ago()  # and once idle for that long, the reaper does stop it
+    assert exec_sessions_reap()["stopped"] == [str(row.pk)]
+    assert _row(world.a, row.pk).stop_reason == "idle"
+
+
 def test_reaper_stops_the_contexts_of_an_ended_chat_session(world):
     from sessions_app.services.lifecycle import session_end
 

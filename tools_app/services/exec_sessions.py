@@ -340,10 +340,10 @@ def _finish(exec_session: ExecSession, status: str, reason: str) -> ExecSession:
 
 # --- the reaper ------------------------------------------------------------------------------------------
 def exec_sessions_reap() -> dict[str, list[str]]:
-    """Scheduled on every machine: stop its sessions past their TTL or idle timeout, or whose chat session
-    has ended (all of them when execution sessions are disabled), mark those whose host process is gone,
-    and kill sandbox processes of this deployment that belong to no running session (leftovers of a crash
-    or a restart).
+    """Scheduled on every machine: stop its sessions past their TTL or idle timeout (idle: not while an
+    execution runs), or whose chat session has ended (all of them when execution sessions are disabled),
+    mark those whose host process is gone, and kill sandbox processes of this deployment that belong to no
+    running session (leftovers of a crash or a restart).
 
     Returns the ids acted on: ``{"stopped", "failed", "orphans"}`` (orphans: process ids).
     """
@@ -366,6 +366,24 @@ def exec_sessions_reap() -> dict[str, list[str]]:
     return summary
 
 
+def _idle(row: ExecSession, now: datetime) -> bool:
+    """Whether a session whose ``last_used_at`` is past its idle timeout is really idle.
+
+    ``last_used_at`` is written when an execution starts and when it ends, so an execution that runs longer
+    than the idle timeout looks idle while it runs: ask the host, which knows (and spares itself the same
+    way). A host that does not answer is not busy, and is stopped as before. Then read ``last_used_at``
+    again: an execution may have ended since the sweep read the row.
+    """
+    if row.pid is not None:
+        try:
+            if ExecHostClient(row).ping().get("busy"):
+                return False
+        except HostError:
+            pass
+    last_used = ExecSession.objects.filter(pk=row.pk).values_list("last_used_at", flat=True).first()
+    return (last_used or row.started_at) + timedelta(seconds=row.idle_timeout_seconds) <= now
+
+
 def _reap_one(row: ExecSession, now: datetime) -> ExecSession | None:
     last_used = row.last_used_at or row.started_at
     if not settings.ENABLE_EXEC_SESSIONS:
@@ -374,7 +392,7 @@ def _reap_one(row: ExecSession, now: datetime) -> ExecSession | None:
         return exec_session_stop(row, reason="session_ended")  # its tools cannot be called any more
     if row.started_at + timedelta(seconds=row.ttl_seconds) <= now:
         return exec_session_stop(row, reason="ttl")
-    if last_used + timedelta(seconds=row.idle_timeout_seconds) <= now:
+    if last_used + timedelta(seconds=row.idle_timeout_seconds) <= now and _idle(row, now):
         return exec_session_stop(row, reason="idle")
     if row.pid is None:
         if row.started_at + timedelta(seconds=START_GRACE_SECONDS) > now:
