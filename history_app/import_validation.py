@@ -24,6 +24,7 @@ from django.db.models import CharField
 from django.utils.dateparse import parse_datetime
 
 from core.errors import ErrorCode, SwitchboardError
+from core.json_values import json_unstorable
 from core.models import Organization
 from history_app.formats import FORMAT_NAME, FORMAT_VERSION, LINE_TYPES
 from history_app.services.checkpoints import TOOL_CALL_FIELDS
@@ -226,6 +227,8 @@ def _check_fields(kind: str, data: dict[str, Any], line: int, errors: ImportErro
             errors.add(line, f"{kind} line: {name!r} has an invalid value {_short(value)}.")
         elif expected is STR and len(value) > _max_length(kind, name):
             errors.add(line, f"{kind} line: {name!r} is longer than {_max_length(kind, name)} characters.")
+        elif unstorable := json_unstorable(value):
+            errors.add(line, f"{kind} line: {name!r} contains {unstorable}, which cannot be stored.")
 
 
 # The model each line kind is written to, and the column a field goes to where the names differ; the

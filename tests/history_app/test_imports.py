@@ -296,6 +296,22 @@ def test_other_malformed_lines(world, client_for, good_file):
             run_line,
             "'provider' is longer than 40",
         ),
+        # What PostgreSQL cannot store (a NUL character, in text or JSON) or JSON cannot hold (NaN).
+        (
+            broken(good_file, message_line, json.dumps({**message, "content": "a\u0000b"})),
+            message_line,
+            "'content' contains a NUL character",
+        ),
+        (
+            broken(good_file, message_line, json.dumps({**message, "metadata": {"k": [float("nan")]}})),
+            message_line,
+            "'metadata' contains NaN or Infinity",
+        ),
+        (
+            broken(good_file, event_line, json.dumps({**event, "data": {"\u0000": 1}})),
+            event_line,
+            "'data' contains a NUL character",
+        ),
         (
             broken(
                 good_file,

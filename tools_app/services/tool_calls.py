@@ -27,6 +27,7 @@ from django.utils import timezone
 from core.access import Access
 from core.errors import ErrorCode, SwitchboardError
 from core.events import event_publish, org_approvals_group, push_live
+from core.json_values import json_storable, json_unstorable
 from core.metrics import metrics
 from core.models import Role
 from sessions_app.models import Message, MessageRole, Run, Session
@@ -55,40 +56,6 @@ def _as_stored(value: Any) -> Any:
         exact = Decimal(repr(value))
         if exact == exact.to_integral_value():
             return int(exact)
-    return value
-
-
-def json_unstorable(value: Any) -> str | None:
-    """Why ``value`` cannot be stored in a JSON column of every supported database, or None: PostgreSQL
-    refuses a NUL character in any string (key or value), and JSON has no NaN or Infinity."""
-    if isinstance(value, dict):
-        parts = [*value.keys(), *value.values()]
-    elif isinstance(value, list):
-        parts = value
-    elif isinstance(value, str):
-        return "a NUL character" if "\x00" in value else None
-    elif isinstance(value, float) and not math.isfinite(value):
-        return "NaN or Infinity"
-    else:
-        return None
-    for part in parts:
-        why = json_unstorable(part)
-        if why is not None:
-            return why
-    return None
-
-
-def json_storable(value: Any) -> Any:
-    """``value`` made storable (see :func:`json_unstorable`): NUL characters become U+FFFD, NaN and
-    Infinity become null. For what a tool returns, which is kept whatever it holds."""
-    if isinstance(value, dict):
-        return {json_storable(key): json_storable(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [json_storable(item) for item in value]
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
     return value
 
 
