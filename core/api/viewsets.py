@@ -50,7 +50,12 @@ class TenantScopedViewSet(viewsets.GenericViewSet):
         self._tenant_scope = None
         self._idempotency = None
         try:
-            return super().dispatch(request, *args, **kwargs)
+            response = super().dispatch(request, *args, **kwargs)
+            if self._tenant_scope is not None and not getattr(response, "is_rendered", True):
+                # The browsable API's renderer evaluates querysets (its filter and ordering forms call
+                # get_queryset()): render while the tenant context is still open.
+                response.render()
+            return response
         finally:
             if self._tenant_scope is not None:
                 self._tenant_scope.__exit__(None, None, None)
