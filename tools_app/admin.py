@@ -38,6 +38,12 @@ class ToolCallAdmin(TenantScopedAdmin):
     def has_change_permission(self, request, obj=None) -> bool:
         return False  # view only: the change form cannot be saved (the actions need no change permission)
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # A call waiting for a decision or a worker is part of a run that waits for it: deleting it would
+        # leave the run waiting for good. (Ending or cancelling settles it first.)
+        waiting = obj is not None and obj.status in (ToolCallStatus.PENDING, ToolCallStatus.APPROVED)
+        return not waiting and super().has_delete_permission(request, obj)
+
     @admin.action(description="Approve the selected pending tool calls")
     def approve_calls(self, request, queryset):
         self._decide(request, queryset, approve=True)

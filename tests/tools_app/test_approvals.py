@@ -327,6 +327,10 @@ def test_the_django_admin_change_form_cannot_decide_or_rewrite_a_call(world, llm
         )
         assert unchanged.decided_by is None and unchanged.approved_hash == ""
         assert staff.get("/admin/tools_app/toolcall/add/").status_code == 403
+        assert staff.post(f"/admin/tools_app/toolcall/{call.pk}/delete/", {"post": "yes"}).status_code == 403
+        bulk = {"action": "delete_selected", "_selected_action": [str(call.pk)], "post": "yes"}
+        staff.post("/admin/tools_app/toolcall/", bulk)
+        assert reload(manual, call).status == "pending"  # a waiting call is not deleted either way
     assert reload(manual, run).status == RunStatus.REQUIRES_ACTION
     # The decision actions still work on the page the change form is read from.
     staff.post("/admin/tools_app/toolcall/", {"action": "approve_calls", "_selected_action": [str(call.pk)]})
