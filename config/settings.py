@@ -248,6 +248,9 @@ EXPORT_RETENTION_HOURS = env.int("EXPORT_RETENTION_HOURS", default=168)  # 0 kee
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=300)
 MESSAGE_MAX_CHARS = env.int("MESSAGE_MAX_CHARS", default=100_000)
+# A request body (files of a multipart body aside) past this size is a 413. A message of MESSAGE_MAX_CHARS
+# characters must fit however it is encoded: JSON's \ud83d\ude00 escapes take 12 bytes for one character.
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, MESSAGE_MAX_CHARS * 12 + 65_536)
 SESSION_IDLE_TIMEOUT_MINUTES = env.int("SESSION_IDLE_TIMEOUT_MINUTES", default=60)
 APPROVAL_TIMEOUT_SECONDS = env.int("APPROVAL_TIMEOUT_SECONDS", default=3600)
 # History: attachments (size per file, files per message, allowed types; empty = every analysable type),

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent, TooManyFilesSent
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError, IntegrityError
 from django.http import Http404
@@ -35,6 +37,12 @@ _MESSAGES = {
     ErrorCode.DATABASE_ERROR: "The database is unavailable; try again.",
 }
 
+# Django's own messages name settings; the client is told what to change instead.
+_SUSPICIOUS_MESSAGES: dict[type[Exception], str] = {
+    TooManyFieldsSent: "The request has too many fields.",
+    TooManyFilesSent: "The request has too many files.",
+}
+
 
 def error_response(error: SwitchboardError, headers: dict[str, str] | None = None) -> Response:
     return Response(error.as_dict(), status=error.status, headers=headers)
@@ -54,6 +62,21 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     if isinstance(exc, Http404):
         code = getattr(view, "not_found_code", ErrorCode.NOT_FOUND)
         return Response(error_body(code, "Not found."), status=404)
+    if isinstance(exc, RequestDataTooBig):
+        # The catalogue's one 413. Files of a multipart body are not counted, only its other fields.
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return Response(
+            error_body(
+                ErrorCode.MESSAGE_TOO_LONG,
+                f"The request body is larger than the {limit}-byte limit.",
+                {"limit": limit},
+            ),
+            status=413,
+        )
+    if isinstance(exc, SuspiciousOperation):  # too many form fields or files, a malformed upload
+        logger.warning("suspicious request to %s: %s", view.__class__.__name__ if view else "?", exc)
+        message = _SUSPICIOUS_MESSAGES.get(type(exc), _MESSAGES[ErrorCode.VALIDATION_ERROR])
+        return Response(error_body(ErrorCode.VALIDATION_ERROR, message), status=400)
     if isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
     if isinstance(exc, DjangoValidationError):

@@ -46,8 +46,34 @@ def _request_hash(request) -> str:
     digest.update(request.method.encode())
     digest.update(request.path.encode())
     digest.update(b"?" + urlencode(sorted(request.GET.lists()), doseq=True).encode() + b"\0")
-    digest.update(request.body or b"")
+    if _is_multipart(request):
+        _hash_form(digest, request)
+    else:
+        digest.update(request.body or b"")
     return digest.hexdigest()
+
+
+def _is_multipart(request) -> bool:
+    content_type = request.META.get("CONTENT_TYPE", "")
+    return content_type.split(";", 1)[0].strip().lower() == "multipart/form-data"
+
+
+def _hash_form(digest, request) -> None:
+    """A multipart body by what it says, not its bytes: reading ``request.body`` would hold the files in
+    memory (and is refused past ``DATA_UPLOAD_MAX_MEMORY_SIZE``), and its boundary differs from one
+    attempt to the next. The parsed fields, then each file's name, type and streamed sha256, in sent order."""
+    digest.update(b"multipart\0")
+    for name in sorted(request.POST):
+        for value in request.POST.getlist(name):
+            digest.update(json.dumps(["field", name, value]).encode() + b"\0")
+    for name in sorted(request.FILES):
+        for upload in request.FILES.getlist(name):
+            content = hashlib.sha256()
+            for chunk in upload.chunks():
+                content.update(chunk)
+            upload.seek(0)  # the view reads it again
+            described = ["file", name, upload.name, upload.content_type, content.hexdigest()]
+            digest.update(json.dumps(described).encode() + b"\0")
 
 
 def idempotency_begin(request, access: Access) -> IdempotencyRecord | None:

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
+from django.test.client import encode_multipart
+
+from core.tenancy import tenant_context
+from sessions_app.models import Message
+from tests.support.assertions import assert_error
+from tests.support.runtime import task_queue_fixture  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 
@@ -41,3 +50,80 @@ def test_the_browsable_api_lists_this_organizations_sessions_only(world):
     html = client.get(world.a.url("sessions/"), HTTP_ACCEPT="text/html").content.decode()
     assert str(world.a.session.pk) in html
     assert str(world.b.session.pk) not in html
+
+
+# --- request bodies past Django's in-memory limit ---------------------------------------------------------
+
+
+def messages_url(tenant) -> str:
+    return tenant.url(f"sessions/{tenant.session.pk}/messages/")
+
+
+@pytest.mark.usefixtures("task_queue")
+@pytest.mark.parametrize("key", [None, "big-json"])
+def test_a_json_body_over_the_upload_limit_is_a_413(world, client_for, settings, key):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100_000
+    headers = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
+    body = json.dumps({"content": "x" * 200_000})
+    r = client_for(world.a.member).post(
+        messages_url(world.a), body, content_type="application/json", **headers
+    )
+    error = assert_error(r, 413, "MESSAGE_TOO_LONG")
+    assert error["details"] == {"limit": 100_000}
+    with tenant_context(world.a.org):
+        assert not Message.objects.filter(session=world.a.session).exists()
+
+
+def test_too_many_form_fields_is_a_validation_error(world, client_for, settings):
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 5
+    fields = {f"f{i}": "x" for i in range(10)}
+    r = client_for(world.a.member).post(
+        messages_url(world.a), {"content": "hi", **fields}, format="multipart"
+    )
+    assert_error(r, 400, "VALIDATION_ERROR")
+
+
+def test_the_upload_limit_holds_a_message_of_the_longest_length_in_any_json_encoding(settings):
+    # ensure_ascii JSON (Python's default) writes an astral character as a 12-byte surrogate pair escape.
+    assert settings.DATA_UPLOAD_MAX_MEMORY_SIZE >= settings.MESSAGE_MAX_CHARS * 12 + 1000
+
+
+@pytest.mark.usefixtures("task_queue")
+def test_a_message_of_the_longest_length_escaped_is_accepted(world, client_for, settings):
+    body = json.dumps({"content": "\U0001f600" * settings.MESSAGE_MAX_CHARS})  # \ud83d\ude00 each
+    assert len(body) > settings.MESSAGE_MAX_CHARS * 12
+    r = client_for(world.a.member).post(
+        messages_url(world.a), body, content_type="application/json", HTTP_IDEMPOTENCY_KEY="longest"
+    )
+    assert r.status_code == 201, r.content[:300]
+
+
+def big_csv(fill: bytes = b"a") -> SimpleUploadedFile:
+    return SimpleUploadedFile("big.csv", (fill + b",b\n") * 750_000, content_type="text/csv")  # 3 MB
+
+
+@pytest.mark.usefixtures("task_queue")
+def test_an_upload_over_the_memory_limit_with_an_idempotency_key_is_created_and_replayed(world, client_for):
+    client = client_for(world.a.member)
+
+    def post(upload, boundary: str = "BoUnDaRy"):
+        payload = encode_multipart(boundary, {"content": "the numbers", "files": [upload]})
+        return client.post(
+            messages_url(world.a),
+            payload,
+            content_type=f"multipart/form-data; boundary={boundary}",
+            HTTP_IDEMPOTENCY_KEY="upload-1",
+        )
+
+    first = post(big_csv())
+    assert first.status_code == 201, first.content[:300]
+    [attachment] = first.json()["message"]["attachments"]
+    assert attachment["size"] == 3_000_000
+    # A retry is the same request even with another multipart boundary: it is replayed, not run again.
+    again = post(big_csv(), boundary="another-boundary")
+    assert again.status_code == 201 and again["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    with tenant_context(world.a.org):
+        assert Message.objects.filter(session=world.a.session).count() == 1
+    # Another file under the same key is another request.
+    assert_error(post(big_csv(b"z")), 422, "IDEMPOTENCY_KEY_REUSED")
