@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 from core.api_keys import api_key_issue
 from core.models import Membership, Organization, Role
 from core.tenancy import tenant_context
-from sessions_app.models import Agent, Session
+from sessions_app.models import Agent, Session, SessionTemplate, Tag
 from sessions_app.services.lifecycle import session_create
 
 User = get_user_model()
@@ -88,6 +88,30 @@ def fresh_channel_layers():
     channel_layers.backends.clear()
     yield
     channel_layers.backends.clear()
+
+
+@pytest.fixture(autouse=True)
+def _without_system_presets(request):
+    """The system tags and templates made by a data migration exist in the test database too. Tests build
+    the presets they talk about and compare whole lists, so they start without the migration's: deleted
+    inside the test, which the test's rollback undoes (a transactional test's flush empties the tables
+    anyway). A test that wants them asks for ``system_presets``."""
+    if "system_presets" in request.fixturenames:
+        return
+    if "_django_db_helper" not in request.fixturenames and not request.node.get_closest_marker("django_db"):
+        return
+    request.getfixturevalue("_django_db_helper")  # the database ``db`` / ``transactional_db`` set up
+    SessionTemplate.all_tenants_unsafe.filter(organization=None).delete()
+    Tag.all_tenants_unsafe.filter(organization=None).delete()
+
+
+@pytest.fixture
+def system_presets(db) -> dict[str, list]:
+    """The system tags and templates as the migrations left them: ``{"tags": [...], "templates": [...]}``."""
+    return {
+        "tags": list(Tag.all_tenants_unsafe.filter(organization=None).order_by("name")),
+        "templates": list(SessionTemplate.all_tenants_unsafe.filter(organization=None).order_by("name")),
+    }
 
 
 @pytest.fixture
