@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent, TooManyFilesSent
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DatabaseError, IntegrityError
+from django.db import DatabaseError, DataError, IntegrityError
 from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.response import Response
@@ -109,6 +109,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         logger.warning("integrity error in %s: %s", view.__class__.__name__ if view else "?", exc)
         return Response(
             error_body(ErrorCode.CONFLICT, "The request conflicts with existing data."), status=409
+        )
+    if isinstance(exc, DataError):
+        # A value the database cannot take (a NUL character, a number out of range) that validation let
+        # through: the request is at fault, and the same request would fail again; not an outage.
+        logger.warning("data error in %s: %s", view.__class__.__name__ if view else "?", exc)
+        return Response(
+            error_body(ErrorCode.VALIDATION_ERROR, "A value in the request cannot be stored."), status=400
         )
     if isinstance(exc, DatabaseError):
         logger.exception("database error in %s", view.__class__.__name__ if view else "?")

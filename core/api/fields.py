@@ -1,4 +1,4 @@
-"""Serializer fields for references to other rows of the same organization."""
+"""Serializer fields for references to other rows of the same organization, and a check of JSON input."""
 
 from __future__ import annotations
 
@@ -8,6 +8,16 @@ from django.db import models
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+
+from core.json_values import json_unstorable
+
+
+def storable_json(value) -> None:
+    """Validator of JSON input: a NUL character (which PostgreSQL cannot store) or NaN is refused up front,
+    naming the field, instead of failing at the database."""
+    why = json_unstorable(value)
+    if why is not None:
+        raise serializers.ValidationError(f"Must not contain {why}.", code="unstorable")
 
 
 @extend_schema_field(OpenApiTypes.STR)

@@ -21,6 +21,7 @@ from rest_framework.response import Response
 
 from core.access import Access
 from core.errors import ErrorCode, SwitchboardError
+from core.json_values import json_storable
 from core.models import IdempotencyRecord
 
 HEADER = "Idempotency-Key"
@@ -128,6 +129,7 @@ def idempotency_finish(record: IdempotencyRecord, response) -> None:
         body = json.loads(json.dumps(body, default=str))
     except (TypeError, ValueError):
         body = None
+    body = json_storable(body)  # a response may echo input PostgreSQL cannot store (a NUL character)
     if isinstance(body, dict):
         # Secrets shown once (a new API key's) are not stored: a replay answers with null in their place.
         body.update({name: None for name in getattr(response, "secret_fields", ()) if name in body})

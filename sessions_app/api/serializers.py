@@ -4,7 +4,7 @@ import re
 
 from rest_framework import serializers
 
-from core.api.fields import TenantRelatedField
+from core.api.fields import TenantRelatedField, storable_json
 from core.events import event_envelope
 from history_app.api.serializers import AttachmentSerializer
 from sessions_app.config import validate_session_config
@@ -78,7 +78,7 @@ class TagSerializer(serializers.ModelSerializer):
 
 class TemplateSerializer(serializers.ModelSerializer):
     agent = TenantRelatedField(what="Agent", slug_field="slug", model=Agent, required=False, allow_null=True)
-    config = serializers.JSONField(required=False)
+    config = serializers.JSONField(required=False, validators=[storable_json])
     tags = serializers.ListField(child=serializers.CharField(max_length=50), required=False)
 
     class Meta:
@@ -94,13 +94,14 @@ class TemplateSerializer(serializers.ModelSerializer):
 class SessionSerializer(serializers.ModelSerializer):
     agent = TenantRelatedField(what="Agent", slug_field="slug", model=Agent, required=False)
     template = TenantRelatedField(what="Template", model=SessionTemplate, required=False, allow_null=True)
-    config = serializers.JSONField(required=False, help_text="See SessionConfig.")
+    config = serializers.JSONField(required=False, validators=[storable_json], help_text="See SessionConfig.")
     tags = serializers.ListField(
         child=serializers.CharField(max_length=50),
         required=False,
         write_only=True,
         help_text="Tag names. Responses list each tag's name and colour.",
     )
+    metadata = serializers.JSONField(required=False, validators=[storable_json])
     owner = serializers.CharField(source="owner.username", read_only=True, default=None)
     agent_name = serializers.CharField(source="agent.name", read_only=True)
 
@@ -150,9 +151,9 @@ class SessionSerializer(serializers.ModelSerializer):
 
 class SessionUpdateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    config = serializers.JSONField(required=False)
+    config = serializers.JSONField(required=False, validators=[storable_json])
     tags = serializers.ListField(child=serializers.CharField(max_length=50), required=False)
-    metadata = serializers.DictField(required=False)
+    metadata = serializers.DictField(required=False, validators=[storable_json])
     expires_at = serializers.DateTimeField(required=False)
 
 

@@ -6,11 +6,12 @@ import json
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import DataError
 from django.test import Client
 from django.test.client import encode_multipart
 
 from core.tenancy import tenant_context
-from sessions_app.models import Message
+from sessions_app.models import Message, Session
 from tests.support.assertions import assert_error
 from tests.support.runtime import task_queue_fixture  # noqa: F401
 
@@ -127,3 +128,68 @@ def test_an_upload_over_the_memory_limit_with_an_idempotency_key_is_created_and_
         assert Message.objects.filter(session=world.a.session).count() == 1
     # Another file under the same key is another request.
     assert_error(post(big_csv(b"z")), 422, "IDEMPOTENCY_KEY_REUSED")
+
+
+# --- JSON input the database cannot store -----------------------------------------------------------------
+
+
+def session_metadata(tenant):
+    with tenant_context(tenant.org):
+        return Session.objects.get(pk=tenant.session.pk).metadata
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [{"note": "a\u0000b"}, {"a\u0000": 1}, {"deep": [{"x": ["ok", "\u0000"]}]}],
+    ids=["value", "key", "nested"],
+)
+def test_a_nul_character_in_session_metadata_is_a_validation_error(world, client_for, metadata):
+    client = client_for(world.a.member)
+    created = client.post(world.a.url("sessions/"), {"agent": "helper", "metadata": metadata}, format="json")
+    error = assert_error(created, 400, "VALIDATION_ERROR")
+    assert error["details"] == {"metadata": ["Must not contain a NUL character."]}
+    patched = client.patch(
+        world.a.url(f"sessions/{world.a.session.pk}/"), {"metadata": metadata}, format="json"
+    )
+    assert assert_error(patched, 400, "VALIDATION_ERROR")["details"] == error["details"]
+    assert session_metadata(world.a) == {}
+    # A NUL written as an escape is just text.
+    ok = client.patch(
+        world.a.url(f"sessions/{world.a.session.pk}/"), {"metadata": {"n": "\\u0000"}}, format="json"
+    )
+    assert ok.status_code == 200 and session_metadata(world.a) == {"n": "\\u0000"}
+
+
+@pytest.mark.parametrize("config", [{"model\u0000": "m"}, {"model": "m\u0000"}], ids=["key", "value"])
+def test_a_nul_character_in_a_config_is_a_validation_error(world, client_for, config):
+    client = client_for(world.a.admin)
+    for r in (
+        client.post(world.a.url("sessions/"), {"agent": "helper", "config": config}, format="json"),
+        client.patch(world.a.url(f"sessions/{world.a.session.pk}/"), {"config": config}, format="json"),
+        client.post(world.a.url("templates/"), {"name": "t", "config": config}, format="json"),
+    ):
+        error = assert_error(r, 400, "VALIDATION_ERROR")
+        assert set(error["details"]) == {"config"}
+
+
+@pytest.mark.usefixtures("task_queue")
+def test_a_keyed_request_whose_error_echoes_a_nul_character_is_recorded(world, client_for):
+    """The idempotency record keeps what PostgreSQL can store of the response."""
+    client = client_for(world.a.member)
+    body = {"agent": "helper", "config": {"bogus\u0000": 1}}
+    first = client.post(world.a.url("sessions/"), body, format="json", HTTP_IDEMPOTENCY_KEY="nul")
+    assert_error(first, 400, "VALIDATION_ERROR")
+    again = client.post(world.a.url("sessions/"), body, format="json", HTTP_IDEMPOTENCY_KEY="nul")
+    assert again.status_code == 400 and again["Idempotent-Replayed"] == "true"
+
+
+def test_a_database_data_error_is_a_validation_error_not_an_outage(world, client_for, monkeypatch):
+    from sessions_app.services import lifecycle
+
+    def refuse(**kwargs):
+        raise DataError("invalid input syntax: unsupported Unicode escape sequence")
+
+    monkeypatch.setattr(lifecycle, "session_create", refuse)
+    r = client_for(world.a.member).post(world.a.url("sessions/"), {"agent": "helper"}, format="json")
+    error = assert_error(r, 400, "VALIDATION_ERROR")
+    assert "unsupported" not in error["message"]  # what the database said stays in the log
