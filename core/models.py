@@ -5,10 +5,14 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
 from core.tenancy import TenantOwnedModel
+
+MAX_IDLE_TIMEOUT_MINUTES = 365 * 24 * 60  # a year
+MAX_APPROVAL_TIMEOUT_SECONDS = 30 * 24 * 60 * 60  # 30 days
 
 
 class Organization(models.Model):
@@ -17,11 +21,18 @@ class Organization(models.Model):
     default_model = models.CharField(
         max_length=100, blank=True, help_text="Model used when neither session, template nor agent names one."
     )
+    # Bounded: the timeouts become timedeltas subtracted from or added to now, and a huge value overflows.
     idle_timeout_minutes = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Suspend sessions idle this long; empty uses the server default."
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_IDLE_TIMEOUT_MINUTES)],
+        help_text="Suspend sessions idle this long (at most a year); empty uses the server default.",
     )
     approval_timeout_seconds = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Pending tool approvals expire after this; empty uses the default."
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_APPROVAL_TIMEOUT_SECONDS)],
+        help_text="Pending tool approvals expire after this (at most 30 days); empty uses the default.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
