@@ -13,10 +13,18 @@ import math
 
 from rest_framework.throttling import UserRateThrottle
 
+from core.models import ApiKey
+
 
 class ApiRateThrottle(UserRateThrottle):
-    """Same scope, cache keys and ``429 RATE_LIMITED`` with ``Retry-After`` as DRF's, at one increment
-    per request."""
+    """Same scope and ``429 RATE_LIMITED`` with ``Retry-After`` as DRF's, at one increment per request.
+    An API key has a count of its own (``key:<pk>``): keys whose creator is gone have no user to count
+    by, and must not share one count across every organization."""
+
+    def get_cache_key(self, request, view) -> str | None:
+        if isinstance(request.auth, ApiKey):
+            return self.cache_format % {"scope": self.scope, "ident": f"key:{request.auth.pk}"}
+        return super().get_cache_key(request, view)
 
     def allow_request(self, request, view) -> bool:
         if self.rate is None:

@@ -49,3 +49,22 @@ def test_an_api_key_is_limited_too(world, client_for, clock):
     ).secret
     program = client_for(key=secret)
     assert [program.get(me(world.a)).status_code for _ in range(4)] == [200, 200, 200, 429]
+
+
+def test_each_api_key_has_a_count_of_its_own_even_without_a_creator(world, client_for, clock):
+    """Keys whose creator was deleted have no user id: they used to share one count across tenants."""
+    from core.api_keys import api_key_issue
+
+    def key(tenant, created_by=None) -> str:
+        return api_key_issue(
+            organization=tenant.org, name="bot", scopes=["read"], created_by=created_by
+        ).secret
+
+    orphan_a = client_for(key=key(world.a))
+    assert [orphan_a.get(me(world.a)).status_code for _ in range(4)] == [200, 200, 200, 429]
+    assert client_for(key=key(world.b)).get(me(world.b)).status_code == 200
+    assert client_for(key=key(world.a)).get(me(world.a)).status_code == 200
+    # A key of a user is counted apart from that user's own requests.
+    member = client_for(world.a.member)
+    assert [member.get(me(world.a)).status_code for _ in range(4)] == [200, 200, 200, 429]
+    assert client_for(key=key(world.a, created_by=world.a.member)).get(me(world.a)).status_code == 200
