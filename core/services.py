@@ -30,8 +30,17 @@ def membership_add(*, access: Access, user, role: str) -> Membership:
         return Membership.objects.create(organization=access.organization, user=user, role=role)
 
 
+def organization_lock(organization_id: int) -> Organization:
+    """Lock the organization's row until the transaction ends. Owner changes take it before counting the
+    owners: locking only the membership being changed let two owners demote each other at once, each
+    counting the other, and leave none."""
+    return Organization.objects.select_for_update().get(pk=organization_id)
+
+
 def membership_change_role(*, access: Access, membership: Membership, role: str) -> Membership:
+    """Change a member's role under the organization's lock, then the membership's."""
     with transaction.atomic():
+        organization_lock(membership.organization_id)
         locked = Membership.objects.select_for_update().get(pk=membership.pk)
         check_owner_rules(access, locked, role)
         locked.role = role
@@ -40,7 +49,9 @@ def membership_change_role(*, access: Access, membership: Membership, role: str)
 
 
 def membership_remove(*, access: Access, membership: Membership) -> None:
+    """Remove a member under the organization's lock, then the membership's."""
     with transaction.atomic():
+        organization_lock(membership.organization_id)
         locked = Membership.objects.select_for_update().get(pk=membership.pk)
         check_owner_rules(access, locked, None)
         locked.delete()

@@ -1,18 +1,23 @@
-"""Organization settings that are bounded so one organization cannot break the scheduled cleanup for all,
-and owner changes that never leave an organization without an owner."""
+"""Foundation fixes: organization timeouts are bounded so one organization cannot break the scheduled
+cleanup for all, and owner changes never leave an organization without an owner."""
 
 from __future__ import annotations
 
 import importlib
 import logging
+import threading
 from datetime import timedelta
 
 import pytest
 from django.apps import apps
 from django.core.exceptions import ValidationError
+from django.db import connection
 from django.utils import timezone
 
-from core.models import MAX_APPROVAL_TIMEOUT_SECONDS, MAX_IDLE_TIMEOUT_MINUTES, Organization
+from core import services
+from core.access import resolve_access
+from core.errors import SwitchboardError
+from core.models import MAX_APPROVAL_TIMEOUT_SECONDS, MAX_IDLE_TIMEOUT_MINUTES, Membership, Organization, Role
 from core.tenancy import tenant_context
 from sessions_app.models import Session, SessionStatus
 from sessions_app.services import cleanup
@@ -105,3 +110,54 @@ def test_the_migration_brings_stored_timeouts_inside_the_bounds(world):
         Organization.objects.get(pk=world.a.org.pk).approval_timeout_seconds == MAX_APPROVAL_TIMEOUT_SECONDS
     )
     assert Organization.objects.get(pk=world.b.org.pk).approval_timeout_seconds == 90
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("second", ["demote", "remove"])
+def test_two_owners_stepping_down_at_once_leave_one_owner(world, monkeypatch, second):
+    if connection.vendor != "postgresql":
+        pytest.skip("needs concurrent writers: SQLite runs one write transaction at a time")
+    org = world.a.org
+    with tenant_context(org):
+        Membership.objects.filter(user=world.a.admin).update(role=Role.OWNER)
+        mine, theirs = (Membership.objects.get(user=u) for u in (world.a.owner, world.a.admin))
+    # Each counts the owners, then waits for the other to have counted too (or gives up after a while,
+    # when the other is held by a lock): without the organization's lock both counted two owners.
+    counted = threading.Barrier(2, timeout=3)
+    check = services.check_owner_rules
+
+    def check_then_wait(access, membership, new_role):
+        check(access, membership, new_role)
+        try:
+            counted.wait()
+        except threading.BrokenBarrierError:
+            pass
+
+    monkeypatch.setattr(services, "check_owner_rules", check_then_wait)
+    outcomes: dict[str, str] = {}
+
+    def step_down(user, membership, action):
+        try:
+            with tenant_context(org):
+                access = resolve_access(org.slug, user)
+                if action == "remove":
+                    services.membership_remove(access=access, membership=membership)
+                else:
+                    services.membership_change_role(access=access, membership=membership, role=Role.MEMBER)
+            outcomes[user.username] = "ok"
+        except SwitchboardError as refused:
+            outcomes[user.username] = refused.code
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(target=step_down, args=(world.a.owner, mine, "demote")),
+        threading.Thread(target=step_down, args=(world.a.admin, theirs, second)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(outcomes.values()) == ["INVALID_STATE", "ok"], outcomes
+    with tenant_context(org):
+        assert Membership.objects.filter(role=Role.OWNER).count() == 1
