@@ -57,12 +57,18 @@ def session_create(
 ) -> Session:
     """Create a session in ``created`` status; config is the template's presets overlaid by ``config``.
     The agent must be the organization's own (a template's agent too: a shared template's agent of
-    another organization is refused)."""
+    another organization is refused) and active: a deleted agent that sessions still use is kept,
+    deactivated, for their history, and answers like an agent that does not exist."""
     if agent.organization_id != organization.pk:
         raise SwitchboardError(
             ErrorCode.VALIDATION_ERROR,
             "The agent belongs to another organization.",
             {"agent": str(agent.slug), "field": "agent"},
+        )
+    if not agent.is_active:
+        # The same body the API gives for an unknown agent.
+        raise SwitchboardError(
+            ErrorCode.VALIDATION_ERROR, "The request is not valid.", {"agent": ["Agent not found."]}
         )
     merged: dict[str, Any] = {}
     if template is not None:
