@@ -193,3 +193,58 @@ def test_a_database_data_error_is_a_validation_error_not_an_outage(world, client
     r = client_for(world.a.member).post(world.a.url("sessions/"), {"agent": "helper"}, format="json")
     error = assert_error(r, 400, "VALIDATION_ERROR")
     assert "unsupported" not in error["message"]  # what the database said stays in the log
+
+
+# --- session list filters ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"owner": "²"},
+        {"owner": "٣"},
+        {"owner": "99999999999999999999999"},
+        {"owner": str(2**63)},
+        {"owner": "1" * 5000},  # past the digits int() converts
+        {"created_after": "9999-12-31T23:59:59-05:00"},
+        {"created_before": "9999-12-31T23:59:59-05:00"},
+        {"created_after": "0001-01-01T00:00:00+05:00"},
+        {"created_before": "0001-01-01T00:00:00+05:00"},
+        {"tag": ["\u0000", "red"]},
+    ],
+    ids=lambda q: "&".join(f"{k}={v}"[:40] for k, v in q.items()),
+)
+@pytest.mark.parametrize("endpoint", ["sessions/", "history/"])
+def test_out_of_range_or_malformed_session_filters_are_validation_errors(world, client_for, endpoint, query):
+    r = client_for(world.a.member).get(world.a.url(endpoint), query)
+    error = assert_error(r, 400, "VALIDATION_ERROR")
+    assert set(error["details"]) == set(query)
+
+
+def test_session_filters_at_the_edges_of_the_range_still_work(world, client_for):
+    client = client_for(world.a.member)
+
+    def ids(query) -> list[str]:
+        r = client.get(world.a.url("sessions/"), query)
+        assert r.status_code == 200, r.content[:300]
+        return [row["id"] for row in r.json()["results"]]
+
+    mine = [str(world.a.session.pk)]
+    assert ids({"owner": str(world.a.member.pk)}) == mine
+    assert ids({"owner": str(2**63 - 1)}) == []
+    assert ids({"owner": "someone"}) == ids({"owner": "-1"}) == []  # a name of nobody
+    assert ids({"created_after": "9999-12-31T23:59:59+00:00"}) == []
+    assert ids({"created_before": "9999-12-31T18:59:59-05:00"}) == mine
+    assert ids({"created_after": "0001-01-01T00:00:00Z"}) == mine
+    assert ids({"created_after": "0001-01-01T03:00:00+02:00"}) == mine
+
+
+def test_owner_me_for_a_key_without_a_creator_is_nobodys_sessions(world, client_for):
+    from core.api_keys import api_key_issue
+    from sessions_app.services.lifecycle import session_create
+
+    with tenant_context(world.a.org):
+        session_create(organization=world.a.org, agent=world.a.agent, owner=None, name="imported")
+    secret = api_key_issue(organization=world.a.org, name="bot", scopes=["read"], created_by=None).secret
+    r = client_for(key=secret).get(world.a.url("sessions/"), {"owner": "me"})
+    assert r.status_code == 200 and r.json()["results"] == []
