@@ -6,6 +6,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from core.tenancy import SharedOrTenantManager, TenantOwnedModel
 
@@ -162,7 +163,8 @@ class Session(TenantOwnedModel):
     # Counters handed out under the session's row lock: events and messages are numbered without gaps.
     last_event_seq = models.PositiveBigIntegerField(default=0, editable=False)
     last_message_seq = models.PositiveIntegerField(default=0, editable=False)
-    last_activity_at = models.DateTimeField(null=True, blank=True)
+    # Never null: sessions are ordered and cursor-paginated by it, and a cursor cannot point past a null.
+    last_activity_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

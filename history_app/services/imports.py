@@ -18,6 +18,7 @@ from typing import Any
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
+from django.utils import timezone
 
 from core.errors import ErrorCode, SwitchboardError
 from core.models import Membership, Organization
@@ -152,7 +153,8 @@ def _write_session(
         forked_at_seq=d.get("forked_at_seq"),
         last_event_seq=max([r.data["seq"] for r in events] + [d.get("last_event_seq") or 0]),
         last_message_seq=max([r.data["seq"] for r in messages], default=0),
-        last_activity_at=_when(d, "last_activity_at"),
+        # Never null (sessions are ordered by it): an export without it was last active when created.
+        last_activity_at=_when(d, "last_activity_at") or _when(d, "created_at") or timezone.now(),
         expires_at=_when(d, "expires_at"),
         ended_at=_when(d, "ended_at"),
     )
