@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import DataError
 from django.test import Client
 from django.test.client import encode_multipart
+from django.utils import timezone
+from rest_framework.request import Request
+from rest_framework.test import APIRequestFactory
 
+from core.api.pagination import DefaultCursorPagination
 from core.tenancy import tenant_context
 from sessions_app.models import Message, Session
+from sessions_app.services.lifecycle import session_create
 from tests.support.assertions import assert_error
 from tests.support.runtime import task_queue_fixture  # noqa: F401
 
@@ -241,10 +247,60 @@ def test_session_filters_at_the_edges_of_the_range_still_work(world, client_for)
 
 def test_owner_me_for_a_key_without_a_creator_is_nobodys_sessions(world, client_for):
     from core.api_keys import api_key_issue
-    from sessions_app.services.lifecycle import session_create
 
     with tenant_context(world.a.org):
         session_create(organization=world.a.org, agent=world.a.agent, owner=None, name="imported")
     secret = api_key_issue(organization=world.a.org, name="bot", scopes=["read"], created_by=None).secret
     r = client_for(key=secret).get(world.a.url("sessions/"), {"owner": "me"})
     assert r.status_code == 200 and r.json()["results"] == []
+
+
+# --- cursor pagination ------------------------------------------------------------------------------------
+
+
+def walk(ordering: str, queryset, page_size: int = 1) -> list:
+    """Every page of ``queryset`` by following the next links; the rows in the order read."""
+
+    class Paginator(DefaultCursorPagination):
+        pass
+
+    Paginator.ordering = ordering
+    url, rows = f"/items/?page_size={page_size}", []
+    for _ in range(100):
+        paginator = Paginator()
+        page = paginator.paginate_queryset(queryset, Request(APIRequestFactory().get(url)))
+        rows += page
+        url = paginator.get_next_link()
+        if url is None:
+            return rows
+    raise AssertionError("the pages never end")
+
+
+def test_cursor_pages_reach_every_row_when_the_ordering_field_is_null_for_some(world):
+    base = timezone.now()
+    with tenant_context(world.a.org):
+        sessions = [world.a.session] + [
+            session_create(organization=world.a.org, agent=world.a.agent, name=f"s{i}") for i in range(5)
+        ]
+        for i, session in enumerate(sessions[:3]):  # three ended, three not (ended_at null)
+            Session.objects.filter(pk=session.pk).update(ended_at=base + timedelta(minutes=i))
+        queryset = Session.objects.all()
+        ended, open_ = [s.pk for s in sessions[:3]], {s.pk for s in sessions[3:]}
+        oldest_first = [s.pk for s in walk("ended_at", queryset)]
+        newest_first = [s.pk for s in walk("-ended_at", queryset)]
+        for page_size in (2, 4):
+            assert [s.pk for s in walk("ended_at", queryset, page_size)] == oldest_first
+    # Never ended sorts as the earliest: first oldest-first, last newest-first.
+    assert set(oldest_first[:3]) == open_ and oldest_first[3:] == ended
+    assert newest_first[:3] == ended[::-1] and set(newest_first[3:]) == open_
+    assert newest_first == oldest_first[::-1]
+
+
+def test_cursor_pages_reach_every_row_when_many_tie(world):
+    with tenant_context(world.a.org):
+        for i in range(6):
+            session_create(organization=world.a.org, agent=world.a.agent, name=f"tie{i}")
+        Session.objects.update(created_at=timezone.now())
+        queryset = Session.objects.all()
+        rows = [s.pk for s in walk("-created_at", queryset, page_size=2)]
+    assert len(rows) == len(set(rows)) == 7
