@@ -13,6 +13,7 @@ import django_filters
 from django.db import models
 from django.http import QueryDict
 
+from core.api.filters import UtcIsoDateTimeFilter
 from history_app.models import Bookmark
 from sessions_app.api.filters import SessionFilter
 
@@ -33,8 +34,8 @@ def query_dict(filters: dict[str, list[str]]) -> QueryDict:
 
 
 class HistoryFilter(SessionFilter):
-    active_after = django_filters.IsoDateTimeFilter(field_name="last_activity_at", lookup_expr="gte")
-    active_before = django_filters.IsoDateTimeFilter(field_name="last_activity_at", lookup_expr="lt")
+    active_after = UtcIsoDateTimeFilter(field_name="last_activity_at", lookup_expr="gte")
+    active_before = UtcIsoDateTimeFilter(field_name="last_activity_at", lookup_expr="lt")
     has_bookmarks = django_filters.ChoiceFilter(
         choices=[("true", "true"), ("false", "false"), ("1", "1"), ("0", "0")],
         method="filter_has_bookmarks",

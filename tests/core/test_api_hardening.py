@@ -227,6 +227,13 @@ def test_out_of_range_or_malformed_session_filters_are_validation_errors(world, 
     assert set(error["details"]) == set(query)
 
 
+@pytest.mark.parametrize("name", ["active_after", "active_before"])
+@pytest.mark.parametrize("value", ["9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00"])
+def test_out_of_range_history_activity_filters_are_validation_errors(world, client_for, name, value):
+    r = client_for(world.a.member).get(world.a.url("history/"), {name: value})
+    assert set(assert_error(r, 400, "VALIDATION_ERROR")["details"]) == {name}
+
+
 def test_session_filters_at_the_edges_of_the_range_still_work(world, client_for):
     client = client_for(world.a.member)
 
