@@ -2,13 +2,14 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.db import transaction
 
 from core.access import resolve_access
 from core.admin_base import TenantScopedAdmin, TenantScopedPermissions, managed_org_ids
 from core.api_keys import api_key_issue, api_key_revoke
 from core.errors import SwitchboardError
 from core.models import ApiKey, ApiKeyScope, IdempotencyRecord, Membership, Organization, Role
-from core.services import check_owner_rules
+from core.services import check_owner_rules, organization_lock
 from core.tenancy import tenant_context
 
 
@@ -57,7 +58,8 @@ class MembershipAdmin(TenantScopedAdmin):
                 data = super().clean()
                 organization = before.organization if before else data.get("organization")
                 if organization is not None and data.get("role"):
-                    _owner_rules(request, organization, before, data["role"])
+                    # The admin saves in the transaction this runs in: the lock holds until then.
+                    _owner_rules(request, organization, before, data["role"], lock=True)
                 return data
 
         return OwnerRulesForm
@@ -73,8 +75,9 @@ class MembershipAdmin(TenantScopedAdmin):
         return True
 
     def delete_model(self, request, obj) -> None:
-        _owner_rules(request, obj.organization, obj, None)
-        super().delete_model(request, obj)
+        with transaction.atomic():
+            _owner_rules(request, obj.organization, obj, None, lock=True)
+            super().delete_model(request, obj)
 
     def delete_queryset(self, request, queryset) -> None:
         for membership in queryset.select_related("organization"):
@@ -84,11 +87,16 @@ class MembershipAdmin(TenantScopedAdmin):
                 self.message_user(request, f"{membership}: {refused.messages[0]}", messages.WARNING)
 
 
-def _owner_rules(request, organization: Organization, membership: Membership | None, role: str | None):
-    """:func:`core.services.check_owner_rules` for the staff user acting in ``organization``."""
+def _owner_rules(
+    request, organization: Organization, membership: Membership | None, role: str | None, lock: bool = False
+):
+    """:func:`core.services.check_owner_rules` for the staff user acting in ``organization``; ``lock``:
+    under the organization's row lock, as the API's changes are (in the caller's transaction)."""
     try:
         access = resolve_access(organization.slug, request.user)
         with tenant_context(organization):
+            if lock:
+                organization_lock(organization.pk)
             check_owner_rules(access, membership, role)
     except SwitchboardError as refused:
         raise forms.ValidationError(refused.message) from None
