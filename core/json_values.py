@@ -29,7 +29,7 @@ def json_unstorable(value: Any) -> str | None:
 
 def json_storable(value: Any) -> Any:
     """``value`` made storable (see :func:`json_unstorable`): NUL characters become U+FFFD, NaN and
-    Infinity become null. For what a tool returns, which is kept whatever it holds."""
+    Infinity become null. For what a tool returns or a model sends, which is kept whatever it holds."""
     if isinstance(value, dict):
         return {json_storable(key): json_storable(item) for key, item in value.items()}
     if isinstance(value, list):

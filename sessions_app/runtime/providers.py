@@ -25,6 +25,7 @@ from django.conf import settings
 
 from core.crypto import DecryptionError, decrypt
 from core.errors import ErrorCode, SwitchboardError
+from core.json_values import json_storable
 from sessions_app.models import ProviderCredential, ProviderKind
 
 
@@ -177,13 +178,13 @@ class OpenAIStream(CompletionStream):
                     if delta is None:
                         continue
                     if delta.content:
-                        yield Delta(text=_storable(delta.content))
+                        yield Delta(text=json_storable(delta.content))
                     for tc in delta.tool_calls or []:
                         slot = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
-                        slot["id"] = _storable(tc.id or slot["id"])
+                        slot["id"] = json_storable(tc.id or slot["id"])
                         if tc.function is not None:
-                            slot["name"] = _storable(tc.function.name or slot["name"])
-                            slot["arguments"] += _storable(tc.function.arguments or "")
+                            slot["name"] = json_storable(tc.function.name or slot["name"])
+                            slot["arguments"] += json_storable(tc.function.arguments or "")
         except SwitchboardError:
             raise
         except Exception as exc:
@@ -199,11 +200,6 @@ class OpenAIStream(CompletionStream):
                     for i, c in sorted(calls.items())
                 ]
             )
-
-
-def _storable(text: str) -> str:
-    """The model's text with any NUL character made U+FFFD: PostgreSQL stores no NUL in text."""
-    return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
 # The stream whose request this thread is sending, for the HTTP client's request hook.
