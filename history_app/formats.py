@@ -254,13 +254,27 @@ CSV_COLUMNS = [
 ]
 
 
+# A spreadsheet takes a cell that starts with one of these for a formula. Text from a model or a user
+# ("=HYPERLINK(...)", a markdown list's "- ") would run or break there; such a cell starts with a quote.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` safe to open in a spreadsheet: text that a spreadsheet would read as a formula gets a
+    leading ``'`` (shown as text, not run); numbers and other text are unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def session_csv(session: Session) -> str:
-    """The session's messages, one row each, in ``seq`` order."""
+    """The session's messages, one row each, in ``seq`` order. For spreadsheets: a cell that would be read
+    as a formula starts with ``'`` (:func:`csv_cell`); JSON and JSONL keep every text as it is."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\r\n")
     writer.writeheader()
     for m in Message.objects.filter(session=session).select_related("author").order_by("seq"):
-        writer.writerow(message_record(m))
+        writer.writerow({key: csv_cell(value) for key, value in message_record(m).items()})
     return buffer.getvalue()
 
 

@@ -84,6 +84,21 @@ def test_csv_of_messages(world, client_for, conversation):
     assert rows[1]["role"] == "assistant" and rows[1]["status"] == "complete"
 
 
+def test_csv_cells_a_spreadsheet_would_run_as_formulas_start_with_a_quote(world, client_for):
+    """A model's reply (or a user's text) like ``=HYPERLINK(...)`` must not run when the CSV is opened in a
+    spreadsheet; the JSON export keeps the text as it is."""
+    s = world.a.session
+    texts = ['=HYPERLINK("http://evil.example","x")', "+1+2", "-2+3", "@SUM(A1)", "\tx", "- a list", "ok = 1"]
+    for text in texts:
+        add_message(world.a, text, role="assistant")
+    c = client_for(world.a.viewer)
+    rows = list(csv.DictReader(io.StringIO(export(c, world.a, s, "csv").content.decode())))
+    assert [row["content"] for row in rows] == ["'" + t for t in texts[:-1]] + ["ok = 1"]
+    assert [row["seq"] for row in rows] == [str(i) for i in range(1, len(texts) + 1)]
+    document = export(c, world.a, s, "json").json()
+    assert [m["content"] for m in document["messages"]] == texts
+
+
 def test_jsonl_is_the_default_and_unknown_formats_are_refused(world, client_for, conversation):
     c = client_for(world.a.viewer)
     assert c.get(world.a.url(f"sessions/{conversation.pk}/export/"))["Content-Type"] == "application/x-ndjson"
