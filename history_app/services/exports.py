@@ -26,6 +26,7 @@ from sessions_app.models import Session
 logger = logging.getLogger(__name__)
 
 PROGRESS_EVERY_SECONDS = 1.0
+QUEUED_EXPORT_GIVE_UP = timedelta(hours=24)  # a queued export no worker took by then fails
 
 
 def export_filters(params: QueryDict | dict[str, Any]) -> dict[str, list[str]]:
@@ -70,14 +71,17 @@ def export_create(*, organization: Organization, created_by, filters: dict[str, 
             organization=organization, created_by=user, filters=filters, total=total
         )
         export_id = str(export.pk)
-
-        def dispatch() -> None:
-            from core.queue import enqueue
-
-            enqueue("history_app.tasks.export_run", export_id, task_name=f"export-{export_id}")
-
-        transaction.on_commit(dispatch)
+        # A broker that refuses the task is logged, not raised: the export is stored, the sweep enqueues it
+        # again (exports_fail_abandoned).
+        transaction.on_commit(lambda: export_dispatch(export_id), robust=True)
     return export
+
+
+def export_dispatch(export_id: str) -> None:
+    """Enqueue the task that writes export ``export_id`` (ids only). A repeated task does nothing."""
+    from core.queue import enqueue
+
+    enqueue("history_app.tasks.export_run", export_id, task_name=f"export-{export_id}")
 
 
 def export_write(export: Export) -> Export:
@@ -129,18 +133,33 @@ def export_write(export: Export) -> Export:
 
 
 def exports_fail_abandoned() -> int:
-    """Fail the exports still running past the queue's task timeout, in every organization; returns how
-    many. Their worker died (killed at the timeout, a deploy): the queue does not run a task twice and a
-    repeated task skips a running export, so without this they would say "running" for ever."""
-    cutoff = timezone.now() - timedelta(seconds=settings.Q_CLUSTER["timeout"] + 60)
+    """Settle the exports that their task no longer serves, in every organization; returns how many
+    failed. Run by the hourly sweep.
+
+    - Running past the queue's task timeout: the worker died (killed at the timeout, a deploy). The queue
+      does not run a task twice and a repeated task skips a running export, so it fails.
+    - Queued past the task timeout: the task went missing (the broker lost it, or refused it at commit),
+      so it is enqueued again; a duplicate of a task still waiting does nothing.
+    - Queued for ``QUEUED_EXPORT_GIVE_UP`` (no worker ever took it, even enqueued again): it fails.
+    """
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=settings.Q_CLUSTER["timeout"] + 60)
     failed = 0
     for organization in Organization.objects.all():
         with tenant_context(organization):
             failed += Export.objects.filter(status=ExportStatus.RUNNING, started_at__lt=cutoff).update(
                 status=ExportStatus.FAILED,
                 error="The export stopped before it finished (its worker was lost); start a new export.",
-                finished_at=timezone.now(),
+                finished_at=now,
             )
+            queued = Export.objects.filter(status=ExportStatus.QUEUED, created_at__lt=cutoff)
+            failed += queued.filter(created_at__lt=now - QUEUED_EXPORT_GIVE_UP).update(
+                status=ExportStatus.FAILED,
+                error="The export never started (no queue worker took it); start a new export.",
+                finished_at=now,
+            )
+            for export_id in queued.values_list("pk", flat=True):
+                export_dispatch(str(export_id))
     return failed
 
 
