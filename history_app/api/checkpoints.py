@@ -17,6 +17,7 @@ from history_app.api.serializers import (
 )
 from history_app.services.checkpoints import checkpoint_create, session_fork
 from sessions_app.api.serializers import SessionSerializer
+from sessions_app.api.views import check_may_own_sessions
 from sessions_app.models import Checkpoint, Session
 
 
@@ -70,6 +71,7 @@ class ForkViewSet(SessionChildViewSet):
 
     @extend_schema(request=ForkSerializer, responses={201: SessionSerializer})
     def create(self, request, *args, **kwargs):
+        check_may_own_sessions(self.access)
         form = ForkSerializer(data=request.data, context=self.get_serializer_context())
         form.is_valid(raise_exception=True)
         fork = session_fork(

@@ -59,6 +59,21 @@ def check_session_write(access: Access, session: Session) -> None:
     )
 
 
+def check_may_own_sessions(access: Access) -> None:
+    """A new session (created or forked) belongs to its caller. An API key whose creator's account was
+    deleted acts for nobody: a session it made would have no owner, so below admin it could not post to
+    it or change it. Such a key is refused at creation with the reason, instead of making sessions it
+    cannot use."""
+    if access.user_id is not None or access.has_role(Role.ADMIN):
+        return
+    raise SwitchboardError(
+        ErrorCode.PERMISSION_DENIED,
+        "This API key's creator no longer has an account, so a session it made would have no owner that "
+        "could use it. Ask an organization admin for a new key.",
+        {"api_key": access.api_key.prefix if access.api_key else None},
+    )
+
+
 class AgentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
     serializer_class = AgentSerializer
     model = Agent
@@ -98,6 +113,7 @@ class SessionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSco
         return Session.objects.select_related("agent", "owner").prefetch_related("tags")
 
     def create(self, request, *args, **kwargs):
+        check_may_own_sessions(self.access)
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data

@@ -311,3 +311,37 @@ def test_cursor_pages_reach_every_row_when_many_tie(world):
         queryset = Session.objects.all()
         rows = [s.pk for s in walk("-created_at", queryset, page_size=2)]
     assert len(rows) == len(set(rows)) == 7
+
+
+def test_a_key_whose_creator_was_deleted_may_not_make_sessions_it_could_not_use(world, client_for):
+    """Its sessions would have no owner, and below admin nobody-but-admins may post to an ownerless one:
+    before, such a key created a session (201) and then got 403 on its first message."""
+    from django.contrib.auth import get_user_model
+
+    from core.api_keys import api_key_issue
+
+    leaver = get_user_model().objects.create_user(username="leaver")
+    with tenant_context(world.a.org):
+        write = api_key_issue(organization=world.a.org, name="w", scopes=["write"], created_by=leaver).secret
+        admin = api_key_issue(organization=world.a.org, name="a", scopes=["admin"], created_by=leaver).secret
+    c = client_for(key=write)
+    made = c.post(world.a.url("sessions/"), {"agent": world.a.agent.slug}, format="json")
+    assert made.status_code == 201, made.content  # while its creator has an account
+    leaver.delete()
+
+    error = assert_error(
+        c.post(world.a.url("sessions/"), {"agent": world.a.agent.slug}, format="json"),
+        403,
+        "PERMISSION_DENIED",
+    )
+    assert "creator no longer has an account" in error["message"]
+    fork = c.post(world.a.url(f"sessions/{world.a.session.pk}/fork/"), {}, format="json")
+    assert_error(fork, 403, "PERMISSION_DENIED")
+    assert c.get(world.a.url("sessions/")).status_code == 200  # reading still works
+    # An admin key may write any session, an ownerless one too: it still creates them.
+    r = client_for(key=admin).post(world.a.url("sessions/"), {"agent": world.a.agent.slug}, format="json")
+    assert r.status_code == 201 and r.json()["owner"] is None
+    posted = client_for(key=admin).post(
+        world.a.url(f"sessions/{r.json()['id']}/messages/"), {"content": "hi"}, format="json"
+    )
+    assert posted.status_code == 201, posted.content
