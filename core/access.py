@@ -13,6 +13,7 @@ from typing import TypeVar
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
 
+from core.db import unique_or_none
 from core.errors import ErrorCode, SwitchboardError, not_found
 from core.models import ApiKey, ApiKeyScope, Membership, Organization, Role, role_at_least
 
@@ -66,7 +67,7 @@ def resolve_access(slug: str, user, api_key: ApiKey | None = None) -> Access:
     if api_key is not None and api_key.organization.slug == slug:
         org = api_key.organization  # loaded with the key
     else:
-        org = Organization.objects.filter(slug=slug).first()
+        org = unique_or_none(Organization.objects.filter(slug=slug))
     if org is None:
         raise not_found(ErrorCode.ORGANIZATION_NOT_FOUND, "Organization")
     if api_key is not None:
@@ -78,7 +79,7 @@ def resolve_access(slug: str, user, api_key: ApiKey | None = None) -> Access:
         raise SwitchboardError(
             ErrorCode.AUTHENTICATION_REQUIRED, "Authentication credentials were not provided."
         )
-    membership = Membership.all_tenants_unsafe.filter(organization=org, user=user).first()
+    membership = unique_or_none(Membership.all_tenants_unsafe.filter(organization=org, user=user))
     if membership is not None:
         return Access(organization=org, role=membership.role, user=user)
     if user.is_superuser:
@@ -97,7 +98,7 @@ def organizations_for_user(user) -> models.QuerySet[Organization]:
 def get_object_in_org(model: type[M], organization: Organization, pk, code: ErrorCode, what: str) -> M:
     """Fetch by ``(id, organization)``; a malformed id, a missing row and a foreign row are one not-found."""
     try:
-        obj = model.all_tenants_unsafe.filter(organization=organization, pk=pk).first()
+        obj = unique_or_none(model.all_tenants_unsafe.filter(organization=organization, pk=pk))
     except (ValueError, TypeError, DjangoValidationError):  # a malformed id
         obj = None
     if obj is None:

@@ -19,6 +19,7 @@ from django.conf import settings
 from django.contrib.auth.hashers import check_password, make_password
 from django.utils import timezone
 
+from core.db import unique_or_none
 from core.models import ApiKey, ApiKeyScope, Organization
 
 KEY_PREFIX = "sb_"
@@ -85,7 +86,9 @@ def api_key_verify(raw: str) -> ApiKey | None:
     if split is None:
         return None
     prefix, full = split
-    key = ApiKey.all_tenants_unsafe.select_related("organization", "created_by").filter(prefix=prefix).first()
+    key = unique_or_none(
+        ApiKey.all_tenants_unsafe.select_related("organization", "created_by").filter(prefix=prefix)
+    )
     if key is None or not key.is_active:
         return None
     digest = hashlib.sha256(full.encode()).hexdigest()

@@ -22,6 +22,7 @@ from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
+from core.db import unique_or_none
 from core.errors import ErrorCode, SwitchboardError
 from core.events import Pending, event_publish, events_publish
 from core.metrics import metrics
@@ -182,7 +183,7 @@ def run_peek(run_id) -> Run | None:
     """The run if it is queued with attempts left, read without a lock: what a worker may prepare before
     its claim, which checks everything again. (A run's task is enqueued only when it is first in line, so
     the peek leaves that check to the claim.)"""
-    run = _claim_candidates(in_line=False).filter(pk=run_id).first()
+    run = unique_or_none(_claim_candidates(in_line=False).filter(pk=run_id))
     if run is None or run.status != RunStatus.QUEUED:
         return None
     return run if run.attempts < settings.RUN_MAX_ATTEMPTS else None
@@ -204,7 +205,7 @@ def run_claim(
     """
     with transaction.atomic():
         candidates = _claim_candidates(related=peeked is None)
-        run = candidates.select_for_update(of=("self",)).filter(pk=run_id).first()
+        run = unique_or_none(candidates.select_for_update(of=("self",)).filter(pk=run_id))
         if run is None or run.status != RunStatus.QUEUED:
             return None
         if peeked is not None:
@@ -280,7 +281,7 @@ def run_heartbeat(run: Run) -> bool:
 
 def run_still_held(run: Run) -> bool:
     """True if a cancel was requested, :class:`RunLost` if the run is not the worker's any more. One read."""
-    row = _held(run).values_list("cancel_requested_at").first()
+    row = unique_or_none(_held(run).values_list("cancel_requested_at"))
     if row is None:
         raise RunLost(f"run {run.pk} is no longer held by {run.worker} (attempt {run.attempts})")
     return row[0] is not None
