@@ -1,6 +1,5 @@
 """Database helpers: :func:`unique_or_none`, and connections across ``fork``.
 
-
 The queue cluster forks its worker processes. A connection pool (``DATABASES[...]["OPTIONS"]["pool"]``)
 inherited from the forking process holds sockets that belong to that process: the child must neither
 use nor close them (closing would end the parent's sessions on the server). After a fork the child
